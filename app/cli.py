@@ -1,0 +1,137 @@
+"""`reel`: one command for every part of the service and the model.
+
+Each subcommand imports what it needs when it runs, so that `reel api` and
+`reel keys` never load torch, and `reel train` never loads the web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.embedded import serve
+
+    return serve(host=args.host, port=args.port, data_dir=args.data_dir, api_key=args.api_key, model=args.model)
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from worker.main import run_worker
+
+    return run_worker(queues=args.queues, concurrency=args.concurrency, pool=args.pool, model=args.model)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from app.auth import keys_command
+
+    return keys_command(args)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from worker.generate import generate_command
+
+    return generate_command(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from model.train import train_command
+
+    return train_command(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from model.evaluate import eval_command
+
+    return eval_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reel", description="Self-hosted text-to-video service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run everything on this machine (Valkey, a worker, the API)")
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8000)")
+    serve.add_argument("--data-dir", default=None, help="where jobs, videos and Valkey's data live (default ./reel-data)")
+    serve.add_argument("--api-key", default=None, help="the default tenant's API key (otherwise one is made and printed)")
+    serve.add_argument("--model", default=None, help="reel-shapes-v1, a checkpoint directory, or a preset such as tiny")
+    serve.set_defaults(handler=_serve)
+
+    api = commands.add_parser("api", help="run the HTTP API alone (against REEL_REDIS_URL)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(handler=_api)
+
+    worker = commands.add_parser("worker", help="run a Celery worker alone (against REEL_REDIS_URL)")
+    worker.add_argument("--queues", default="generate,webhooks,maintenance", help="comma-separated queues to consume")
+    worker.add_argument("--concurrency", type=int, default=1, help="generations at once (one per GPU)")
+    worker.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
+    worker.add_argument("--model", default=None, help="overrides REEL_MODEL")
+    worker.set_defaults(handler=_worker)
+
+    keys = commands.add_parser("keys", help="manage API keys and tenants")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key (printed once) for a tenant")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="", help="a label for the key")
+    key_commands.add_parser("list", help="list keys (never the secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    keys.set_defaults(handler=_keys)
+
+    generate = commands.add_parser("generate", help="make a video (or a batch of them) on this machine")
+    generate.add_argument("prompt", nargs="?", help="what the video shows")
+    generate.add_argument("-o", "--output", default="out.mp4", help="output MP4 path")
+    generate.add_argument("--batch", default=None, help="a JSONL file of cases: id, prompt, size, seconds, seed, steps, guidance")
+    generate.add_argument("--out-dir", default=None, help="where --batch writes <id>.mp4")
+    generate.add_argument("--size", default=None, help="WxH, multiples of 16")
+    generate.add_argument("--seconds", type=int, default=2, help="0 for a still image")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--steps", type=int, default=None)
+    generate.add_argument("--guidance", type=float, default=None)
+    generate.add_argument("--negative", default="", help="negative prompt")
+    generate.add_argument("--model", default="reel-shapes-v1")
+    generate.add_argument("--device", default="cpu")
+    generate.set_defaults(handler=_generate)
+
+    train = commands.add_parser("train", help="train the autoencoder or the transformer (resumes from the last checkpoint)")
+    train.add_argument("stage", choices=["vae", "dit"])
+    train.add_argument("--preset", default="shapes-s")
+    train.add_argument("--out", required=True, help="run directory (checkpoints, loss log)")
+    train.add_argument("--vae", default=None, help="dit stage: the trained autoencoder's run directory")
+    train.add_argument("--data", default="shapes", help="'shapes' or a folder of videos with captions.jsonl")
+    train.add_argument("--steps", type=int, required=True, help="total optimiser steps of the run")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--token-budget", type=int, default=None, help="tokens (or latent cells) per packed batch")
+    train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--device", default="cpu")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="measure prompt adherence on the held-out Shapes set")
+    evaluate.add_argument("--model", default="reel-shapes-v1")
+    evaluate.add_argument("--out", default=None, help="write the report (JSON) and a frame grid here")
+    evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
+    evaluate.add_argument("--steps", type=int, default=None)
+    evaluate.add_argument("--sampler", default=None)
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(handler=_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

