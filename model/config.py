@@ -16,15 +16,18 @@ from dataclasses import dataclass, field
 class VAEConfig:
     in_channels: int = 3  # RGB
     latent_channels: int = 8  # channels of the compressed latent
-    base_channels: int = 32  # width of the first (full resolution) stage
-    channel_mults: tuple[int, ...] = (1, 2, 4, 4)  # width multiplier per stage; len-1 spatial 2x downsamples
-    temporal_downsample: tuple[bool, ...] = (False, True, True)  # which downsamples also halve time (4x overall)
+    patch_size: int = 2  # space-to-depth before the first convolution (no convolution runs at full resolution)
+    base_channels: int = 32  # width of the first stage (at 1/patch_size resolution)
+    channel_mults: tuple[int, ...] = (1, 2, 4)  # width multiplier per stage; len-1 spatial 2x downsamples
+    temporal_downsample: tuple[bool, ...] = (True, True)  # which downsamples also halve time (4x overall)
     blocks_per_stage: int = 1  # residual blocks per stage
+    spatial_only_stages: int = 1  # the first N stages use (1, 3, 3) kernels in their residual blocks (cheaper)
+    latent_penalty: float = 1e-4  # training: weight of the L2 penalty on the raw latent (keeps its scale bounded)
     decode_chunk_latent_frames: int = 4  # latent frames decoded at once (bounds memory on long clips)
 
     @property
     def spatial_factor(self) -> int:
-        return 2 ** (len(self.channel_mults) - 1)
+        return self.patch_size * 2 ** (len(self.channel_mults) - 1)
 
     @property
     def temporal_factor(self) -> int:
@@ -106,20 +109,23 @@ PRESETS: dict[str, ModelConfig] = {
     # Tests: random weights, under 1M parameters, a 64x64x17 clip in well under a second.
     "tiny": ModelConfig(
         name="tiny",
-        vae=VAEConfig(latent_channels=4, base_channels=8, channel_mults=(1, 2, 2, 2)),
+        vae=VAEConfig(latent_channels=4, base_channels=8, channel_mults=(1, 2, 2)),
         dit=DiTConfig(latent_channels=4, hidden_size=64, depth=2, num_heads=2),
         flow=FlowConfig(steps=4),
     ),
     # The bundled CPU model (reel-shapes-v1).
     "shapes-s": ModelConfig(
         name="shapes-s",
-        vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4, 4)),
+        vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
         dit=DiTConfig(latent_channels=8, hidden_size=256, depth=6, num_heads=4),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
     "b": ModelConfig(
         name="b",
-        vae=VAEConfig(latent_channels=16, base_channels=128, channel_mults=(1, 2, 4, 4), blocks_per_stage=2),
+        vae=VAEConfig(
+            latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
+            temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
+        ),
         dit=DiTConfig(latent_channels=16, hidden_size=768, depth=12, num_heads=12),
         sizes=((256, 256), (448, 256), (256, 448)),
         max_side=512,
@@ -127,7 +133,10 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     "l": ModelConfig(
         name="l",
-        vae=VAEConfig(latent_channels=16, base_channels=128, channel_mults=(1, 2, 4, 4), blocks_per_stage=2),
+        vae=VAEConfig(
+            latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
+            temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
+        ),
         dit=DiTConfig(latent_channels=16, hidden_size=1024, depth=24, num_heads=16),
         sizes=((512, 512), (768, 432), (432, 768)),
         max_side=768,
@@ -135,7 +144,10 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     "xl": ModelConfig(
         name="xl",
-        vae=VAEConfig(latent_channels=16, base_channels=128, channel_mults=(1, 2, 4, 4), blocks_per_stage=2),
+        vae=VAEConfig(
+            latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
+            temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
+        ),
         dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=28, num_heads=16),
         sizes=((640, 360), (360, 640), (512, 512)),
         max_side=1024,
