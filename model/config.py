@@ -117,7 +117,8 @@ PRESETS: dict[str, ModelConfig] = {
     "shapes-s": ModelConfig(
         name="shapes-s",
         vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
-        dit=DiTConfig(latent_channels=8, hidden_size=256, depth=6, num_heads=4),
+        # 192 wide, 8 deep, head dim 64: about 5.3M parameters with the shared (adaLN-single) modulation.
+        dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
     "b": ModelConfig(
@@ -148,7 +149,8 @@ PRESETS: dict[str, ModelConfig] = {
             latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
             temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
         ),
-        dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=28, num_heads=16),
+        # STDiT3-XL's width; 48 full spacetime blocks make about 1.03B parameters.
+        dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=48, num_heads=16),
         sizes=((640, 360), (360, 640), (512, 512)),
         max_side=1024,
         seconds=(0, 2, 4, 8),

@@ -1,0 +1,215 @@
+"""The patch Diffusion Transformer.
+
+The blocks follow DiT (Peebles & Xie, 2023, "Scalable Diffusion Models with
+Transformers", facebookresearch/DiT): pre-norm transformer blocks whose
+LayerNorms are modulated by the timestep (adaLN-Zero: shift, scale and a gate
+that starts at zero, so every block starts as the identity). Text enters by
+cross-attention, and the timestep modulation is computed once and shared by all
+blocks, each adding its own learned table, as in PixArt-alpha's "adaLN-single"
+(Chen et al., 2023): this saves depth * 6 * hidden^2 parameters, which is most
+of the budget of a small model. Attention uses QK-norm (RMSNorm on queries and
+keys; Dehghani et al., 2023, ViT-22B; SD3) for stable training, and 3D rotary
+positions over (t, h, w).
+
+All samples of a batch, whatever their shape, are packed into one token
+sequence with a block-diagonal self-attention mask (NaViT; see patches.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import DiTConfig
+from model.patches import Packing, Rope3D, apply_rotary, pack, pack_layout, token_grid, unpack
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features of t (as in DiT / the Transformer), then an MLP."""
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256):
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    def frequencies(self, t, max_period: float = 10000.0):
+        # t: (B,) in [0, 1] -> (B, frequency_size); scaled by 1000 so that the
+        # sinusoids see the same range as with integer diffusion steps.
+        half = self.frequency_size // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = (t.float() * 1000.0)[:, None] * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, t):
+        # t: (B,) -> (B, D)
+        return self.mlp(self.frequencies(t))
+
+
+class Attention(nn.Module):
+    """Multi-head attention over packed tokens with QK-norm; self- or cross-attention."""
+
+    def __init__(self, hidden_size: int, num_heads: int, context_size: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.cross = context_size is not None
+        if self.cross:
+            self.q = nn.Linear(hidden_size, hidden_size)
+            self.kv = nn.Linear(context_size, 2 * hidden_size)
+        else:
+            self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, mask, context=None, rope=None):
+        # x: (N, D); context: (M, D) or None; mask: (N, N or M) bool; rope: (cos, sin) each (N, head_dim)
+        N, D = x.shape
+        H, Dh = self.num_heads, self.head_dim
+        if self.cross:
+            q = self.q(x).view(N, H, Dh)
+            k, v = self.kv(context).view(-1, 2, H, Dh).unbind(1)  # (M, H, Dh) each
+        else:
+            q, k, v = self.qkv(x).view(N, 3, H, Dh).unbind(1)  # (N, H, Dh) each
+        q, k, v = (a.transpose(0, 1).unsqueeze(0) for a in (q, k, v))  # (1, H, N or M, Dh)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (1, H, N, Dh)
+        return self.proj(out.squeeze(0).transpose(0, 1).reshape(N, D))  # (N, D)
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_size: int, hidden_size: int, out_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_size, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, out_size)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention (modulated, gated), cross-attention to text, MLP (modulated, gated)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.cross_attn = Attention(hidden_size, num_heads, context_size=hidden_size)
+        self.norm3 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), hidden_size)
+        # This block's own offsets to the shared timestep modulation (adaLN-single).
+        self.modulation = nn.Parameter(torch.zeros(6, hidden_size))
+
+    def forward(self, x, modulation, text, packing: Packing):
+        # x: (N, D); modulation: (N, 6, D) per-token shared timestep modulation; text: (M, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (modulation + self.modulation).unbind(1)
+        rope = (packing.rope_cos, packing.rope_sin)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), packing.self_mask, rope=rope)
+        x = x + self.cross_attn(self.norm2(x), packing.cross_mask, context=text)
+        x = x + gate_mlp * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))
+        return x  # (N, D)
+
+
+class FinalLayer(nn.Module):
+    """adaLN (shift, scale) from the timestep, then a linear map to patch values (DiT)."""
+
+    def __init__(self, hidden_size: int, patch_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.linear = nn.Linear(hidden_size, patch_dim)
+
+    def forward(self, x, c):
+        # x: (N, D); c: (N, D) timestep embedding per token -> (N, patch_dim)
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        if config.hidden_size % config.num_heads:
+            raise ValueError(f"hidden_size {config.hidden_size} is not divisible by num_heads {config.num_heads}")
+        self.config = config
+        D = config.hidden_size
+        self.patch_size = tuple(config.patch_size)
+        self.patch_dim = config.latent_channels * math.prod(self.patch_size)
+        self.x_embedder = nn.Linear(self.patch_dim, D)
+        self.t_embedder = TimestepEmbedder(D)
+        # Caption projection from the text encoder's width (PixArt-alpha's y_embedder).
+        self.y_embedder = Mlp(config.text_dim, D, D)
+        # adaLN-single: one modulation of the timestep for every block.
+        self.t_modulation = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
+        self.blocks = nn.ModuleList([DiTBlock(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
+        self.final_layer = FinalLayer(D, self.patch_dim)
+        self.rope = Rope3D(D // config.num_heads, tuple(config.rope_split), config.rope_theta)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        # Transformer layers: Xavier uniform, zero biases (DiT).
+        def basic_init(module):
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(basic_init)
+        # Embedding MLPs of the timestep and the caption: small normal (DiT, PixArt-alpha).
+        for linear in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.y_embedder.fc1, self.y_embedder.fc2):
+            nn.init.normal_(linear.weight, std=0.02)
+        # adaLN-Zero: every modulation starts at zero, so each gate is zero and each
+        # block is the identity; the cross-attention (ungated) gets a zero output projection.
+        nn.init.zeros_(self.t_modulation[-1].weight)
+        nn.init.zeros_(self.t_modulation[-1].bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation)
+            nn.init.zeros_(block.cross_attn.proj.weight)
+            nn.init.zeros_(block.cross_attn.proj.bias)
+        # The output starts at zero (DiT's final layer).
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def grid(self, latent_shape) -> tuple[int, int, int]:
+        return token_grid(latent_shape, self.patch_size)
+
+    def prepare(self, latent_shapes, text_mask: torch.Tensor) -> Packing:
+        """The packing (masks, rotary tables, text gather indices) for latents of these shapes.
+
+        Build it once and pass it to every forward over the same shapes and text
+        masks (a sampler's steps) to skip rebuilding it.
+        """
+        return pack_layout([self.grid(s) for s in latent_shapes], text_mask, self.rope)
+
+    def forward(self, latents, timesteps, text_states, text_mask, packing: Packing | None = None):
+        # latents: list of B tensors (C, t_i, h_i, w_i); timesteps: (B,) in [0, 1];
+        # text_states: (B, L, text_dim); text_mask: (B, L) bool -> list of B velocities (C, t_i, h_i, w_i)
+        if packing is None:
+            packing = self.prepare([x.shape for x in latents], text_mask)
+        B, L, _ = text_states.shape
+        x = self.x_embedder(pack(latents, self.patch_size))  # (N, D)
+        c = self.t_embedder(timesteps)  # (B, D)
+        modulation = self.t_modulation(c).view(B, 6, -1)[packing.sample_ids]  # (N, 6, D)
+        c = c[packing.sample_ids]  # (N, D)
+        text = self.y_embedder(text_states.reshape(B * L, -1)[packing.text_index])  # (M, D)
+        for block in self.blocks:
+            x = block(x, modulation, text, packing)  # (N, D)
+        x = self.final_layer(x, c)  # (N, patch_dim)
+        return unpack(x, packing, self.config.latent_channels, self.patch_size)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
