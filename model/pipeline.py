@@ -1,0 +1,242 @@
+"""TextToVideo: prompts in, uint8 videos out.
+
+The latent video of every request is sampled by the DiT in one packed forward
+pass per step (whatever their sizes and durations), with the conditional and
+unconditional rows of classifier-free guidance in that same pass, and is then
+decoded by the causal VAE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from model.config import ModelConfig, preset, PRESETS
+from model.dit import DiT
+from model.flow import classifier_free_guidance, make_noise, sample, timestep_shift
+from model.text import TextEncoder
+from model.vae import CausalVAE
+
+# Named checkpoints shipped with the repository live here (e.g. weights/reel-shapes-v1).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    prompt: str  # what the video shows
+    negative_prompt: str = ""  # what it should not show; replaces "" as the unconditional text
+    width: int = 64  # pixels, a multiple of 16
+    height: int = 64  # pixels, a multiple of 16
+    frames: int = 17  # 1 + 4k; 1 is a still image
+    seed: int = 0  # the noise depends on this seed and the shape only
+    steps: int | None = None  # sampler steps (None: the model's default)
+    guidance: float | None = None  # classifier-free guidance scale (None: the model's default)
+
+
+# One frozen text encoder per device, shared by every pipeline of the process
+# (it takes seconds to load and holds no per-model state).
+_text_encoders: dict[tuple, TextEncoder] = {}
+_text_encoders_lock = threading.Lock()
+
+
+def shared_text_encoder(config, device) -> TextEncoder:
+    key = (config, str(torch.device(device)))
+    with _text_encoders_lock:
+        if key not in _text_encoders:
+            _text_encoders[key] = TextEncoder(config, device)
+        return _text_encoders[key]
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    # video: (3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8
+    pixels = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).cpu().numpy()
+
+
+class TextToVideo:
+    def __init__(self, config: ModelConfig, vae: CausalVAE, dit: DiT, text: TextEncoder, device="cpu"):
+        if config.dit.latent_channels != config.vae.latent_channels:
+            raise ValueError(
+                f"dit.latent_channels ({config.dit.latent_channels}) must equal "
+                f"vae.latent_channels ({config.vae.latent_channels})"
+            )
+        self.config = config
+        self.device = torch.device(device)
+        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.dit = dit.to(self.device).eval().requires_grad_(False)
+        self.text = text
+
+    # ----- construction -------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name: str, seed: int = 0, device="cpu") -> "TextToVideo":
+        """Random weights of a preset (for tests and trying the plumbing), seeded."""
+        config = preset(name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vae, dit = CausalVAE(config.vae), DiT(config.dit)
+        return cls(config, vae, dit, shared_text_encoder(config.text, device), device)
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu") -> "TextToVideo":
+        """A checkpoint directory: config.json, vae.safetensors, dit.safetensors."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        missing = [f for f in ("config.json", "vae.safetensors", "dit.safetensors") if not (path / f).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path} is not a model checkpoint: missing {', '.join(missing)}")
+        config = ModelConfig.from_json((path / "config.json").read_text())
+        vae, dit = CausalVAE(config.vae), DiT(config.dit)
+        vae.load_state_dict(load_file(path / "vae.safetensors"))
+        dit.load_state_dict(load_file(path / "dit.safetensors"))
+        return cls(config, vae, dit, shared_text_encoder(config.text, device), device)
+
+    @classmethod
+    def load(cls, name_or_path, device="cpu") -> "TextToVideo":
+        """A checkpoint directory, a named checkpoint under weights/ (reel-shapes-v1), or a preset."""
+        name = str(name_or_path)
+        if Path(name).is_dir():
+            return cls.from_pretrained(name, device)
+        bundled = WEIGHTS_DIR / name
+        if "/" not in name and bundled.is_dir():
+            return cls.from_pretrained(bundled, device)
+        if name in PRESETS:
+            return cls.from_preset(name, device=device)
+        raise FileNotFoundError(
+            f"no model {name!r}: not a checkpoint directory, not a named checkpoint in {WEIGHTS_DIR} "
+            f"(expected {bundled} with config.json, vae.safetensors, dit.safetensors; `reel train` makes one), "
+            f"and not a preset ({', '.join(PRESETS)})"
+        )
+
+    def save_pretrained(self, path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(self.config.to_json())
+        for name, module in (("vae", self.vae), ("dit", self.dit)):
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, path / f"{name}.safetensors")
+
+    # ----- requests -----------------------------------------------------------
+
+    @property
+    def max_frames(self) -> int:
+        return 1 + self.config.fps * max(self.config.seconds)
+
+    def validate(self, spec: VideoSpec) -> None:
+        """Raises ValueError naming the field that is out of range."""
+        max_side = self.config.max_side
+        if not isinstance(spec.prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(spec.prompt).__name__}")
+        if not isinstance(spec.negative_prompt, str):
+            raise ValueError(f"negative_prompt must be a string, got {type(spec.negative_prompt).__name__}")
+        for field in ("width", "height"):
+            value = getattr(spec, field)
+            if not isinstance(value, int) or value % 16 or not 16 <= value <= max_side:
+                raise ValueError(f"{field} must be a multiple of 16 from 16 to {max_side}, got {value!r}")
+        tf = self.config.vae.temporal_factor
+        frames = spec.frames
+        if not isinstance(frames, int) or frames < 1 or (frames - 1) % tf or frames > self.max_frames:
+            raise ValueError(f"frames must be 1 + {tf}k (1, {1 + tf}, {1 + 2 * tf}, ...) up to {self.max_frames}, got {frames!r}")
+        if not isinstance(spec.seed, int) or not 0 <= spec.seed < 2**63:
+            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {spec.seed!r}")
+        if spec.steps is not None and (not isinstance(spec.steps, int) or not 1 <= spec.steps <= MAX_STEPS):
+            raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {spec.steps!r}")
+        if spec.guidance is not None and (
+            not isinstance(spec.guidance, (int, float)) or not 0 <= spec.guidance <= MAX_GUIDANCE
+        ):
+            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {spec.guidance!r}")
+
+    def latent_shape(self, spec: VideoSpec) -> tuple[int, int, int, int]:
+        sf, tf = self.config.vae.spatial_factor, self.config.vae.temporal_factor
+        return (self.config.vae.latent_channels, 1 + (spec.frames - 1) // tf, spec.height // sf, spec.width // sf)
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def sample_latents(
+        self, specs: list[VideoSpec], on_step: Callable[[int, int], None] | None = None, sampler: str | None = None
+    ) -> list[torch.Tensor]:
+        """The denoised latent (C, t, h, w) of every spec, in order.
+
+        Specs are grouped by step count (the usual case, everyone on the
+        defaults, is one group): each group is sampled with one packed forward
+        pass per step for all its specs and guidance rows. A spec's schedule,
+        noise and text never depend on the other specs, so it comes out the
+        same alone or in any batch. on_step(i, n) counts steps over all groups.
+        """
+        for spec in specs:
+            self.validate(spec)
+        flow = self.config.flow
+        sampler = sampler or flow.sampler
+        steps = [spec.steps or flow.steps for spec in specs]
+        total = sum(dict.fromkeys(steps))  # each distinct step count once
+        done = 0
+        latents: list[torch.Tensor | None] = [None] * len(specs)
+        for group_steps in dict.fromkeys(steps):
+            members = [i for i, s in enumerate(steps) if s == group_steps]
+            offset = done
+
+            def report(i, n, offset=offset):
+                if on_step is not None:
+                    on_step(offset + i, total)
+
+            group = self._sample_group([specs[i] for i in members], group_steps, sampler, report)
+            for i, z in zip(members, group):
+                latents[i] = z
+            done += group_steps
+        return latents
+
+    def _sample_group(self, specs, steps, sampler, on_step) -> list[torch.Tensor]:
+        flow = self.config.flow
+        guidance = [flow.guidance if spec.guidance is None else float(spec.guidance) for spec in specs]
+        shapes = [self.latent_shape(spec) for spec in specs]
+        noise = [make_noise(shape, spec.seed, self.device) for shape, spec in zip(shapes, specs)]
+        shifts = [timestep_shift(math.prod(self.dit.grid(shape)), flow) for shape in shapes]
+        guided = any(g != 1.0 for g in guidance)
+        # Rows: the S conditional ones, then (with guidance) the S unconditional ones,
+        # whose text is the negative prompt ("" unless given).
+        prompts = [spec.prompt for spec in specs]
+        if guided:
+            prompts += [spec.negative_prompt for spec in specs]
+        text_states, text_mask = self.text.encode(prompts)
+        row_shapes = shapes * 2 if guided else shapes
+        packing = self.dit.prepare(row_shapes, text_mask)  # masks and rotary tables, once for all steps
+
+        def velocity_rows(x_rows, t_rows):
+            with self._autocast():
+                v = self.dit(x_rows, t_rows, text_states, text_mask, packing=packing)
+            return [vi.float() for vi in v]
+
+        velocity_fn = classifier_free_guidance(velocity_rows, guidance) if guided else velocity_rows
+        return sample(velocity_fn, noise, steps, sampler=sampler, shifts=shifts, on_step=on_step)
+
+    @torch.inference_mode()
+    def decode(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
+        # latents: list of (C, t, h, w) -> list of (3, T, H, W) in [-1, 1], one VAE pass each
+        with self._autocast():
+            return [self.vae.decode(z[None])[0].float() for z in latents]
+
+    def generate(
+        self, specs: list[VideoSpec], on_step: Callable[[int, int], None] | None = None, sampler: str | None = None
+    ) -> list[np.ndarray]:
+        """One uint8 video (T, H, W, 3) per spec. on_step(i, n) after every step; it may raise to cancel."""
+        if isinstance(specs, VideoSpec):
+            specs = [specs]
+        if not specs:
+            return []
+        return [to_uint8(video) for video in self.decode(self.sample_latents(specs, on_step, sampler))]
