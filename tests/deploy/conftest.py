@@ -27,6 +27,12 @@ S3_CREDENTIALS = {
 }
 
 
+@pytest.fixture
+def closed_port() -> int:
+    """A port on which nothing listens (for tests of an unreachable service)."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server for the whole session; yields its endpoint URL."""
