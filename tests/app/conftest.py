@@ -1,0 +1,91 @@
+"""The API under test: a real uvicorn server on a free port, against the session's Valkey."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from app.auth import create_key
+from app.jobs import JobStore
+from app.main import create_app
+from app.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningAPI:
+    """A uvicorn server in a thread, with a JobStore on the same Redis for setting up jobs."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.store = JobStore(self.redis, settings)
+
+    def start(self) -> "RunningAPI":
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.redis.close()
+
+    def client(self, key: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def new_key(self, tenant: str) -> str:
+        return create_key(self.store, tenant)[0]
+
+
+@pytest.fixture
+def make_api(redis_url, tmp_path):
+    """Start an API with settings overrides: `make_api(max_queued=2)`."""
+    started: list[RunningAPI] = []
+
+    def make(**overrides) -> RunningAPI:
+        values = {"redis_url": redis_url, "data_dir": tmp_path / "data", "webhook_allow_private": False}
+        values.update(overrides)
+        api = RunningAPI(Settings(**values)).start()
+        started.append(api)
+        return api
+
+    yield make
+    for api in started:
+        api.stop()
+
+
+@pytest.fixture
+def api(make_api) -> RunningAPI:
+    return make_api()
+
+
+@pytest.fixture
+def key(api) -> str:
+    return api.new_key("acme")
+
+
+@pytest.fixture
+def client(api, key):
+    with api.client(key) as http:
+        yield http
