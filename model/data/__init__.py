@@ -1,0 +1,23 @@
+"""Training data: the Shapes world (renderer, scenes, captions) and a folder of captioned videos."""
+
+from model.data.shapes import (
+    BACKGROUNDS,
+    COLORS,
+    FPS,
+    HELDOUT_COMBOS,
+    MOTIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    ShapeObject,
+    ShapesClips,
+    caption,
+    parse_prompt,
+    render,
+    sample_scene,
+)
+
+__all__ = [
+    "BACKGROUNDS", "COLORS", "FPS", "HELDOUT_COMBOS", "MOTIONS", "SHAPES", "SIZES", "Scene", "ShapeObject",
+    "ShapesClips", "caption", "parse_prompt", "render", "sample_scene",
+]
