@@ -89,3 +89,23 @@ def key(api) -> str:
 def client(api, key):
     with api.client(key) as http:
         yield http
+
+
+def complete_job(api: RunningAPI, job_id: str, payloads: dict[str, bytes] | None = None, now: float | None = None) -> dict:
+    """Run a job through the worker's transitions with real bytes in LocalStorage; returns the payloads."""
+    from app.storage import LocalStorage
+
+    payloads = payloads or {
+        "video": b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40,
+        "thumbnail": b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"t" * 300,
+        "spritesheet": b"\xff\xd8\xff\xe0" + b"s" * 500,
+    }
+    content_types = {"video": "video/mp4", "thumbnail": "image/webp", "spritesheet": "image/jpeg"}
+    names = {"video": "video.mp4", "thumbnail": "thumbnail.webp", "spritesheet": "spritesheet.jpg"}
+    storage = LocalStorage(api.settings.assets_dir)
+    assert api.store.start(job_id, "test-worker")
+    api.store.set_progress(job_id, 50)
+    assets = {variant: storage.put(f"{job_id}/{names[variant]}", data, content_types[variant]).as_asset()
+              for variant, data in payloads.items()}
+    assert api.store.complete(job_id, assets, now=now)
+    return payloads

@@ -1,0 +1,39 @@
+"""The API sends `worker.tasks.generate_video` by name to the `generate` queue."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+
+from celery.contrib.testing.worker import start_worker
+
+from app.queue import GENERATE_TASK, make_celery
+from test_videos import create
+
+
+def test_create_puts_the_task_in_the_generate_list(api, client):
+    video_id = create(client).json()["id"]
+    messages = [json.loads(raw) for raw in api.redis.lrange("generate", 0, -1)]
+    assert len(messages) == 1
+    message = messages[0]
+    assert message["headers"]["task"] == GENERATE_TASK
+    assert message["properties"]["delivery_info"]["routing_key"] == "generate"
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert args == [video_id] and kwargs == {}
+
+
+def test_a_real_celery_worker_receives_the_job_id(api, client):
+    received: list[str] = []
+    arrived = threading.Event()
+    consumer = make_celery(api.settings)
+
+    @consumer.task(name=GENERATE_TASK)
+    def generate_video(job_id: str) -> None:
+        received.append(job_id)
+        arrived.set()
+
+    video_id = create(client).json()["id"]
+    with start_worker(consumer, pool="solo", perform_ping_check=False, queues=["generate"], loglevel="WARNING"):
+        assert arrived.wait(timeout=60)
+    assert received == [video_id]
