@@ -574,6 +574,7 @@ function render(entry) {
   const status = job.status || "queued";
   const final = FINAL_STATUSES.has(status);
   el.dataset.status = status;
+  el.dataset.progress = String(Math.round(Number(job.progress) || 0));
   $(".card-prompt", el).textContent = job.prompt || "(no prompt)";
   let meta = metaText(job);
   if (job.negative_prompt) meta += ` · not: ${job.negative_prompt}`;
