@@ -25,9 +25,6 @@ class Assets:
     thumbnail: bytes  # image/webp: the middle frame
     spritesheet: bytes  # image/jpeg: a row-major grid of evenly spaced frames
 
-    CONTENT_TYPES = {"video": "video/mp4", "thumbnail": "image/webp", "spritesheet": "image/jpeg"}
-    FILENAMES = {"video": "video.mp4", "thumbnail": "thumbnail.webp", "spritesheet": "spritesheet.jpg"}
-
 
 def check_frames(frames: np.ndarray) -> np.ndarray:
     """The frames as a contiguous uint8 (T, H, W, 3) array, or a ValueError saying what is wrong."""
