@@ -117,6 +117,26 @@ def test_create_watch_play_download_cancel_delete(new_page, service, artifacts, 
             assert open(download.path(), "rb").read() == expected.content
             assert download.suggested_filename.startswith(first)
 
+    # 3b. "Use this seed" fixes the next video's seed; a remix keeps size, duration and seed.
+    card.get_by_role("button", name="Use this seed").click()
+    with service.client() as client:
+        first_seed = client.get(f"/v1/videos/{first}").json()["seed"]
+    assert page.get_by_label("Seed").input_value() == str(first_seed)
+    page.get_by_label("Seed").fill("")
+    card.get_by_label("Remix with a new prompt").fill("a red circle moving left on a blue background")
+    card.get_by_role("button", name="Remix", exact=True).click()
+    page.wait_for_function("n => document.querySelectorAll('.card').length === n", arg=2)
+    remix = page.locator(".card").first
+    remix_id = remix.get_attribute("data-id")
+    assert remix_id != first
+    assert f"remix of {first}" in remix.locator(".card-meta").inner_text()
+    with service.client() as client:
+        remixed = client.get(f"/v1/videos/{remix_id}").json()
+    assert remixed["remixed_from_video_id"] == first
+    assert remixed["seed"] == first_seed
+    assert remixed["prompt"] == "a red circle moving left on a blue background"
+    wait_status(page, remix_id, "completed")
+
     # 4. A long second job is cancelled from its card while it runs.
     second = submit(page, "a slow green square moving up on a white background", steps="100", seconds="4")
     wait_status(page, second, "in_progress")
@@ -156,7 +176,7 @@ def test_wrong_key_is_refused_with_a_message(new_page, artifacts, page_errors):
 
 
 def test_validation_error_appears_beside_its_field(new_page, service, artifacts, page_errors):
-    page = new_page()
+    page = new_page(color_scheme="light")
     enter_key(page, service.key)
     with service.client() as client:
         before = len(client.get("/v1/videos", params={"limit": 100}).json()["data"])
@@ -226,6 +246,18 @@ def test_phone_width(new_page, service, artifacts, page_errors):
         box = page.locator(selector).bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
     page.screenshot(path=artifacts / "11-phone.png", full_page=True)
+    assert page_errors == []
+
+
+def test_progress_without_the_event_stream(new_page, service, artifacts, page_errors):
+    """A proxy that breaks streaming responses: the card falls back to polling and still finishes."""
+    page = new_page()
+    page.route("**/events", lambda route: route.abort())
+    enter_key(page, service.key)
+    video_id = submit(page, "a purple square shrinking on a grey background", steps="3")
+    wait_status(page, video_id, "completed")
+    page.locator(f".card[data-id='{video_id}'] video").wait_for()
+    page.screenshot(path=artifacts / "13-polling-fallback.png")
     assert page_errors == []
 
 
