@@ -60,13 +60,17 @@ class VideoCreateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(description="What the video shows (1-2000 characters).")
+    prompt: str = Field(description="What the video shows (1-2000 characters).",
+                        examples=["a red circle moving left on a white background"])
     model: str | None = Field(default=None, description="Model name; defaults to the deployment's model.")
-    size: str | None = Field(default=None, description="'WxH', multiples of 16, or one of OpenAI's size names.")
-    seconds: int | float | str | None = Field(default=None, description="Duration in whole seconds (0 is a still image).")
+    size: str | None = Field(default=None, description="'WxH', multiples of 16, or one of OpenAI's size names.",
+                             examples=["64x64", "112x64", "1280x720"])
+    seconds: int | float | str | None = Field(default=None, description="Duration in whole seconds (0 is a still image).",
+                                              examples=["2", 4])
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Random seed; drawn at random when omitted.")
-    steps: int | None = Field(default=None, description="Sampler steps.")
-    guidance: float | None = Field(default=None, allow_inf_nan=False, description="Classifier-free guidance scale.")
+    steps: int | None = Field(default=None, description="Sampler steps (1-100).", examples=[20])
+    guidance: float | None = Field(default=None, allow_inf_nan=False, description="Classifier-free guidance scale (0-20).",
+                                   examples=[4.0])
     negative_prompt: str | None = Field(default=None, description="What the video should not show.")
     webhook_url: str | None = Field(default=None, max_length=2048, description="Where to POST signed events.")
     webhook_events: list[WebhookEvent] | None = Field(default=None, description="Events to deliver to webhook_url.")
