@@ -9,10 +9,10 @@ pipeline call (requests of different sizes share one forward pass).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 # Cases of one pipeline call: enough to fill a forward pass, few enough to keep memory bounded.
@@ -25,13 +25,13 @@ class InputError(ValueError):
     """Bad input from the command line or the batch file; the message says what and where."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Case:
     id: str
     prompt: str
     negative_prompt: str
-    width: int
-    height: int
+    width: int | None  # None: the model's first training size, filled in once it is loaded
+    height: int | None
     seconds: int
     seed: int
     steps: int | None
@@ -39,15 +39,15 @@ class Case:
     output: Path
 
 
-def parse_size(value, max_side: int, where: str) -> tuple[int, int]:
-    """'WxH' (multiples of 16, 32..max_side) as (width, height)."""
+def parse_size(value, where: str) -> tuple[int, int]:
+    """'WxH' (multiples of 16, at least 32) as (width, height); the model's upper bound is checked once it is loaded."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(value))
     if not match:
         raise InputError(f"{where}: size must look like WxH (e.g. 64x64), got {value!r}")
     width, height = int(match.group(1)), int(match.group(2))
     for name, side in (("width", width), ("height", height)):
-        if side % 16 or not 32 <= side <= max_side:
-            raise InputError(f"{where}: {name} must be a multiple of 16 between 32 and {max_side}, got {side}")
+        if side % 16 or side < 32:
+            raise InputError(f"{where}: {name} must be a multiple of 16, at least 32, got {side}")
     return width, height
 
 
@@ -71,7 +71,7 @@ def _number(value, name: str, where: str, low: float, high: float) -> float:
     return float(value)
 
 
-def make_case(fields: dict, defaults: argparse.Namespace, config, output: Path, where: str) -> Case:
+def make_case(fields: dict, defaults: argparse.Namespace, output: Path, where: str) -> Case:
     """One case from its fields, the command line's values standing in for missing ones."""
     unknown = set(fields) - CASE_FIELDS
     if unknown:
@@ -80,8 +80,7 @@ def make_case(fields: dict, defaults: argparse.Namespace, config, output: Path, 
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError(f"{where}: prompt must be a non-empty string")
     size = fields.get("size", defaults.size)
-    # Without a size, the first size the model was trained on.
-    width, height = parse_size(size, config.max_side, where) if size is not None else config.sizes[0]
+    width, height = parse_size(size, where) if size is not None else (None, None)
     steps = fields.get("steps", defaults.steps)
     guidance = fields.get("guidance", defaults.guidance)
     negative = fields.get("negative_prompt", fields.get("negative", defaults.negative)) or ""
@@ -93,7 +92,7 @@ def make_case(fields: dict, defaults: argparse.Namespace, config, output: Path, 
         negative_prompt=negative,
         width=width,
         height=height,
-        seconds=_integer(fields.get("seconds", defaults.seconds), "seconds", where, 0, 60),
+        seconds=_integer(fields.get("seconds", defaults.seconds), "seconds", where, 0),
         seed=_integer(fields.get("seed", defaults.seed), "seed", where, 0, 2**63 - 1),
         steps=None if steps is None else _integer(steps, "steps", where, 1, 1000),
         guidance=None if guidance is None else _number(guidance, "guidance", where, 0.0, 100.0),
@@ -101,7 +100,7 @@ def make_case(fields: dict, defaults: argparse.Namespace, config, output: Path, 
     )
 
 
-def read_batch(path: Path, out_dir: Path, defaults: argparse.Namespace, config) -> list[Case]:
+def read_batch(path: Path, out_dir: Path, defaults: argparse.Namespace) -> list[Case]:
     if not path.is_file():
         raise InputError(f"--batch: no such file {str(path)!r}")
     cases, seen = [], set()
@@ -121,10 +120,28 @@ def read_batch(path: Path, out_dir: Path, defaults: argparse.Namespace, config) 
         if str(case_id) in seen:
             raise InputError(f"{where}: id {case_id!r} appears twice")
         seen.add(str(case_id))
-        cases.append(make_case(fields, defaults, config, out_dir / f"{case_id}.mp4", where))
+        cases.append(make_case(fields, defaults, out_dir / f"{case_id}.mp4", where))
     if not cases:
         raise InputError(f"--batch: {str(path)!r} holds no cases")
     return cases
+
+
+def case_places(args: argparse.Namespace, cases: list[Case]) -> list[str]:
+    return [f"case {case.id!r}" for case in cases] if args.batch else ["arguments"]
+
+
+def fit_to_model(case: Case, config, where: str) -> Case:
+    """The case within what the loaded model makes: its default size, its largest side and duration."""
+    if case.width is None:
+        width, height = config.sizes[0]
+        case = dataclasses.replace(case, width=width, height=height)
+    for name, side in (("width", case.width), ("height", case.height)):
+        if side > config.max_side:
+            raise InputError(f"{where}: {name} must be at most {config.max_side} for this model, got {side}")
+    longest = max(config.seconds)
+    if case.seconds > longest:
+        raise InputError(f"{where}: seconds must be at most {longest} for this model, got {case.seconds}")
+    return case
 
 
 def batches(cases: list[Case], size: int = BATCH_SIZE) -> list[list[Case]]:
@@ -179,6 +196,16 @@ def _generate(args: argparse.Namespace) -> int:
     if args.batch and not args.out_dir:
         raise InputError("--batch needs --out-dir")
 
+    # Everything that can be checked without the model is checked before it loads.
+    if args.batch:
+        out_dir = Path(args.out_dir)
+        cases = read_batch(Path(args.batch), out_dir, args)
+    else:
+        output = Path(args.output)
+        if not output.parent.is_dir():
+            raise InputError(f"-o: directory {str(output.parent)!r} does not exist")
+        cases = [make_case({"prompt": args.prompt}, args, output, "arguments")]
+
     from model import TextToVideo, VideoSpec
 
     from worker.media import write_mp4
@@ -188,16 +215,9 @@ def _generate(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         raise InputError(f"--model: cannot load {args.model!r}: {error}") from None
     config = pipeline.config
-
+    cases = [fit_to_model(case, config, where) for case, where in zip(cases, case_places(args, cases))]
     if args.batch:
-        out_dir = Path(args.out_dir)
-        cases = read_batch(Path(args.batch), out_dir, args, config)
         out_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        output = Path(args.output)
-        if output.parent and not output.parent.is_dir():
-            raise InputError(f"-o: directory {str(output.parent)!r} does not exist")
-        cases = [make_case({"prompt": args.prompt}, args, config, output, "arguments")]
 
     groups = batches(cases)
     total_steps = sum(group[0].steps or config.flow.steps for group in groups)
