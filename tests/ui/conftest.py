@@ -121,6 +121,9 @@ def service(chromium_path, valkey_server, tmp_path_factory):
         "REEL_STORAGE": "local",
         "REEL_MODEL": "tiny",
         "REEL_DEVICE": "cpu",
+        # Small enough that a test can fill one tenant's queue and see the page's 429 message.
+        "REEL_MAX_QUEUED_PER_TENANT": "3",
+        "REEL_QUEUE_FULL_RETRY_AFTER_SECONDS": "30",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",

@@ -5,6 +5,8 @@ Each test saves screenshots of the states it reaches under test-artifacts/ui/.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 # Records every progress value a card shows, so that a test can tell a live bar from a jump to the end.
@@ -291,4 +293,44 @@ def test_keyboard_only(keyboard_page, artifacts, page_errors):
     assert page.get_by_label("Prompt", exact=True).input_value() == "first line\nsecond line"
     assert page.locator(".card").count() == 0
     page.screenshot(path=artifacts / "12-keyboard.png")
+    assert page_errors == []
+
+
+def test_full_queue_says_when_to_retry(new_page, service, artifacts, page_errors):
+    """429 with Retry-After: the page says when to try again and holds the button until then."""
+    key = service.new_key("busy")
+    made = []
+    with service.client(key) as client:
+        try:
+            # One long job occupies the worker; then the tenant's queue (limit 3 here) fills up.
+            running = client.post("/v1/videos", json={"prompt": "a long job", "size": "128x128", "seconds": 4,
+                                                      "steps": 100}).json()
+            made.append(running["id"])
+            for _ in range(600):
+                if client.get(f"/v1/videos/{running['id']}").json()["status"] != "queued":
+                    break
+                time.sleep(0.1)
+            while True:
+                answer = client.post("/v1/videos", json={"prompt": "waiting", "steps": 1})
+                if answer.status_code == 429:
+                    break
+                assert answer.status_code == 200, answer.text
+                made.append(answer.json()["id"])
+            assert answer.headers["Retry-After"] == "30"
+
+            page = new_page()
+            enter_key(page, key)
+            page.get_by_label("Prompt", exact=True).fill("one more")
+            page.get_by_label("Prompt", exact=True).press("Enter")
+            message = page.locator("#form-message")
+            message.wait_for(state="visible")
+            assert "Try again in 30 seconds" in message.inner_text()
+            button = page.locator("#create-button")
+            assert button.is_disabled()
+            assert button.inner_text().startswith("Try again in")
+            assert page.locator(".card").count() == 0
+            page.screenshot(path=artifacts / "14-queue-full.png")
+        finally:
+            for video_id in made:
+                client.post(f"/v1/videos/{video_id}/cancel")
     assert page_errors == []
