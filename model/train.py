@@ -1,0 +1,551 @@
+"""Training: the autoencoder stage and the transformer stage, resumable.
+
+    reel train vae --preset shapes-s --out runs/vae --steps 5000
+    reel train dit --preset shapes-s --vae runs/vae --out runs/dit --steps 4000
+
+A run lives in one directory and may span several processes: every
+`--checkpoint-every` steps (and at the end) the weights, optimiser state and a
+small state JSON are written atomically, and the next call with the same `--out`
+continues from there. The data a step sees is a function of (seed, step) alone
+(or of the seed and a saved stream position), so a resumed run ends at the same
+weights as an uninterrupted one.
+
+Run directory layout:
+    config.json              the whole ModelConfig
+    log.jsonl                one line per step: step, loss, lr, seconds
+    latest                   name of the newest complete checkpoint directory
+    ckpt-0000200/            model.safetensors, [ema.safetensors], optimizer.pt, state.json
+    vae.safetensors          vae stage: final weights with measured latent statistics
+    eval.json                vae stage: held-out PSNR
+    export/                  dit stage: config.json, vae.safetensors, dit.safetensors (EMA)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import ModelConfig, preset
+from model.vae import CausalVAE
+
+FRAME_COUNTS = (1, 9, 17, 33)  # still image, 1 s, 2 s, 4 s at 8 fps
+EVAL_SALT = 7_919  # separates held-out clips' random streams from training's
+
+
+# -----------------------------------------------------------------------------
+# data: every draw is a function of a tuple of integers (seed, step, ...)
+
+
+def rng_for(*key: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in key])
+
+
+def torch_generator(*key: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(rng_for(*key).integers(0, 2**62)))
+
+
+def video_to_tensor(video: np.ndarray) -> torch.Tensor:
+    # (T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]
+    return torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+def shapes_clip(rng: np.random.Generator, width: int, height: int, frames: int) -> tuple[np.ndarray, str]:
+    from model.data.shapes import caption, render, sample_scene
+
+    scene = sample_scene(rng)
+    return render(scene, width, height, frames), caption(scene, rng)
+
+
+class FolderClips:
+    """A folder of videos with captions.jsonl, read in a seeded order (one permutation per epoch)."""
+
+    def __init__(self, root: str, seed: int):
+        from model.data.folder import VideoFolderDataset
+
+        self.dataset = VideoFolderDataset(root)
+        if not hasattr(self.dataset, "__getitem__") or not hasattr(self.dataset, "__len__"):
+            raise ValueError(f"{root}: the video folder dataset must support len() and indexing")
+        if len(self.dataset) == 0:
+            raise ValueError(f"{root}: no videos found")
+        self.seed = seed
+
+    def item(self, position: int) -> tuple[np.ndarray, str]:
+        n = len(self.dataset)
+        epoch, offset = divmod(position, n)
+        order = rng_for(self.seed, epoch).permutation(n)
+        video, text = self.dataset[int(order[offset])][:2]
+        return video, text
+
+
+def crop_to_budget(video: np.ndarray, budget: int, rng: np.random.Generator, multiple: int = 16) -> np.ndarray:
+    # Folder videos come in any size; keep T = 1 + 4k and sides multiple of 16 while fitting the budget.
+    T, H, W, _ = video.shape
+    while T * H * W > budget and T > 1:
+        T = 1 + 4 * ((T - 1) // 8)
+    while T * H * W > budget and max(H, W) > multiple:
+        if H >= W:
+            H = max(multiple, (H // 2) // multiple * multiple)
+        else:
+            W = max(multiple, (W // 2) // multiple * multiple)
+    t0 = int(rng.integers(0, video.shape[0] - T + 1))
+    y0 = int(rng.integers(0, video.shape[1] - H + 1))
+    x0 = int(rng.integers(0, video.shape[2] - W + 1))
+    return video[t0 : t0 + T, y0 : y0 + H, x0 : x0 + W]
+
+
+def vae_batch(step: int, seed: int, config: ModelConfig, pixel_budget: int, folder: FolderClips | None):
+    """The clips of one autoencoder step: one shape per step, as many clips as fit the pixel budget."""
+    rng = rng_for(seed, step)
+    if folder is not None:
+        video = crop_to_budget(folder.item(step)[0], pixel_budget, rng)
+        return video_to_tensor(video)[None]
+    width, height = config.sizes[int(rng.integers(len(config.sizes)))]
+    frames = FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))]
+    count = max(1, pixel_budget // (frames * width * height))
+    clips = [video_to_tensor(shapes_clip(rng, width, height, frames)[0]) for _ in range(count)]
+    return torch.stack(clips)
+
+
+# -----------------------------------------------------------------------------
+# run directory: checkpoints written atomically, the loss log, resuming
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    # Linear warmup, then cosine decay to a tenth of the peak.
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out: Path, step: int, tensors: dict[str, dict], optimizer, state: dict) -> None:
+    name = f"ckpt-{step:07d}"
+    tmp = out / (name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for file_name, state_dict in tensors.items():
+        save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(tmp / file_name))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    shutil.rmtree(out / name, ignore_errors=True)
+    os.replace(tmp, out / name)
+    (out / "latest.tmp").write_text(name)
+    os.replace(out / "latest.tmp", out / "latest")
+    for old in out.glob("ckpt-*"):  # keep only the newest checkpoint
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    pointer = out / "latest"
+    if pointer.exists():
+        path = out / pointer.read_text().strip()
+        if (path / "state.json").exists():
+            return path
+    complete = sorted(p for p in out.glob("ckpt-*") if not p.name.endswith(".tmp") and (p / "state.json").exists())
+    return complete[-1] if complete else None
+
+
+def append_log(out: Path, record: dict) -> None:
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_log(out: Path, step: int) -> None:
+    # Lines written after the checkpoint we resume from would be repeated: drop them.
+    path = out / "log.jsonl"
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def prepare_run(out: Path, config: ModelConfig, stage: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        if saved.get("stage") != stage or ModelConfig.from_dict(saved["model"]) != config:
+            raise ValueError(f"{out} holds a different run ({config_path}); choose another --out")
+    else:
+        write_json_atomic(config_path, {"stage": stage, "model": json.loads(config.to_json())})
+
+
+# -----------------------------------------------------------------------------
+# the autoencoder stage
+
+
+def vae_loss(vae: CausalVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    recon, latent = vae(x)
+    l1 = (recon - x).abs().mean()
+    mse = (recon - x).pow(2).mean()
+    penalty = latent.pow(2).mean()
+    loss = l1 + mse + vae.config.latent_penalty * penalty
+    return loss, {"l1": l1.item(), "mse": mse.item()}
+
+
+@torch.no_grad()
+def measure_latent_stats(vae: CausalVAE, seed: int, config: ModelConfig, count: int = 48) -> None:
+    """Sets latent_mean/latent_std to the per-channel statistics of raw latents of fresh Shapes clips."""
+    vae.eval()
+    latents = []
+    for i in range(count):
+        rng = rng_for(seed, EVAL_SALT, 1, i)
+        width, height = config.sizes[i % len(config.sizes)]
+        frames = FRAME_COUNTS[(i // len(config.sizes)) % len(FRAME_COUNTS)]
+        video = shapes_clip(rng, width, height, frames)[0]
+        z = vae.encode_raw(video_to_tensor(video)[None])
+        latents.append(z.transpose(0, 1).reshape(z.shape[1], -1))
+    flat = torch.cat(latents, dim=1)
+    vae.latent_mean.copy_(flat.mean(dim=1).view_as(vae.latent_mean))
+    vae.latent_std.copy_(flat.std(dim=1).clamp_min(1e-4).view_as(vae.latent_std))
+
+
+@torch.no_grad()
+def evaluate_vae_psnr(
+    vae: CausalVAE,
+    seed: int = 0,
+    count: int = 32,
+    sizes=((64, 64), (112, 64), (64, 112), (96, 96)),
+    frame_counts=FRAME_COUNTS,
+) -> float:
+    """Mean PSNR (dB, on uint8 frames) of encode -> decode over Shapes clips no training step draws."""
+    vae.eval()
+    scores = []
+    for i in range(count):
+        rng = rng_for(seed, EVAL_SALT, 2, i)
+        width, height = sizes[i % len(sizes)]
+        frames = frame_counts[(i // len(sizes)) % len(frame_counts)]
+        video = shapes_clip(rng, width, height, frames)[0]
+        decoded = vae.decode(vae.encode(video_to_tensor(video)[None]))[0]
+        pixels = ((decoded + 1) * 127.5).round().clamp(0, 255).permute(1, 2, 3, 0)
+        mse = (pixels - torch.from_numpy(video).float()).pow(2).mean().item()
+        scores.append(10 * math.log10(255**2 / max(mse, 1e-10)))
+    return float(np.mean(scores))
+
+
+def train_vae(
+    config: ModelConfig,
+    out: str | Path,
+    steps: int,
+    seed: int = 0,
+    lr: float | None = None,
+    pixel_budget: int | None = None,
+    checkpoint_every: int = 200,
+    data: str = "shapes",
+    device: str = "cpu",
+    stop_after: int | None = None,
+    eval_clips: int = 32,
+    log=print,
+) -> CausalVAE:
+    """Trains (or continues training) the autoencoder; `stop_after` ends this process early, as an interruption would."""
+    out = Path(out)
+    prepare_run(out, config, "vae")
+    lr = lr or 1.5e-3
+    pixel_budget = pixel_budget or 2 * 17 * 64 * 64
+    folder = None if data == "shapes" else FolderClips(data, seed)
+
+    torch.manual_seed(seed)
+    vae = CausalVAE(config.vae).to(device)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start = 0
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None:
+        vae.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        start = json.loads((checkpoint / "state.json").read_text())["step"]
+        log(f"resuming from {checkpoint} at step {start}")
+    truncate_log(out, start)
+
+    def checkpoint_now(step):
+        save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, {"step": step, "seed": seed, "stage": "vae"})
+
+    vae.train()
+    last_step = steps if stop_after is None else min(steps, start + stop_after)
+    for step in range(start, last_step):
+        began = time.time()
+        x = vae_batch(step, seed, config, pixel_budget, folder).to(device)
+        step_lr = learning_rate(step, steps, lr, warmup=min(200, steps // 10 + 1))
+        for group in optimizer.param_groups:
+            group["lr"] = step_lr
+        loss, parts = vae_loss(vae, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        record = {"step": step, "loss": loss.item(), **parts, "lr": step_lr, "seconds": time.time() - began, "shape": list(x.shape)}
+        append_log(out, record)
+        if step % 50 == 0:
+            log(json.dumps(record))
+        if (step + 1) % checkpoint_every == 0 and step + 1 < last_step:
+            checkpoint_now(step + 1)
+    if last_step > start or checkpoint is None:
+        checkpoint_now(last_step)
+    if last_step < steps:
+        return vae
+
+    # The run is complete: measure the latent statistics, store the final weights, score held-out clips.
+    measure_latent_stats(vae, seed, config, count=max(4, eval_clips))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors.tmp"))
+    os.replace(out / "vae.safetensors.tmp", out / "vae.safetensors")
+    psnr = evaluate_vae_psnr(vae, seed=seed, count=eval_clips, sizes=config.sizes)
+    write_json_atomic(out / "eval.json", {"step": steps, "heldout_psnr_db": psnr})
+    log(f"held-out PSNR {psnr:.2f} dB")
+    return vae
+
+
+def load_trained_vae(run: str | Path, device: str = "cpu") -> tuple[CausalVAE, ModelConfig]:
+    """The final autoencoder of a finished vae run (or of an exported model directory)."""
+    run = Path(run)
+    weights = run / "vae.safetensors"
+    if not weights.exists():
+        raise ValueError(f"{run}: no vae.safetensors (has the vae run finished?)")
+    saved = json.loads((run / "config.json").read_text())
+    config = ModelConfig.from_dict(saved.get("model", saved))
+    vae = CausalVAE(config.vae)
+    vae.load_state_dict(load_file(str(weights)))
+    return vae.to(device).eval().requires_grad_(False), config
+
+
+# -----------------------------------------------------------------------------
+# the transformer stage
+
+
+def latent_tokens_of(config: ModelConfig, latent: torch.Tensor) -> int:
+    # latent: (C, t, h, w) -> the number of transformer tokens it becomes
+    pt, ph, pw = config.dit.patch_size
+    return (latent.shape[1] // pt) * (latent.shape[2] // ph) * (latent.shape[3] // pw)
+
+
+class LatentPool:
+    """Latents of clips addressed by (seed, index), encoded once by the frozen autoencoder and kept.
+
+    Encoding is deterministic and per clip, so a cached latent equals a recomputed
+    one and caching never changes what a run learns. Captions are drawn afresh
+    per epoch, so the same clip is seen with different wordings.
+    """
+
+    def __init__(self, vae: CausalVAE, config: ModelConfig, seed: int, size: int, folder: FolderClips | None, device: str):
+        self.vae, self.config, self.seed, self.size, self.folder, self.device = vae, config, seed, size, folder, device
+        self.latents: dict[int, torch.Tensor] = {}
+        self.scenes: dict[int, object] = {}
+
+    def shape_of(self, index: int) -> tuple[int, int, int]:
+        rng = rng_for(self.seed, 3, index)
+        width, height = self.config.sizes[int(rng.integers(len(self.config.sizes)))]
+        return width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))]
+
+    @torch.no_grad()
+    def get(self, index: int, epoch: int) -> tuple[torch.Tensor, str]:
+        if self.folder is not None:
+            video, text = self.folder.item(index)
+            return self.vae.encode(video_to_tensor(video)[None].to(self.device))[0], text
+        from model.data.shapes import caption, render, sample_scene
+
+        if index not in self.latents:
+            width, height, frames = self.shape_of(index)
+            scene = sample_scene(rng_for(self.seed, 4, index))
+            video = render(scene, width, height, frames)
+            self.latents[index] = self.vae.encode(video_to_tensor(video)[None].to(self.device))[0]
+            self.scenes[index] = scene
+        return self.latents[index], caption(self.scenes[index], rng_for(self.seed, 5, index, epoch))
+
+
+def dit_batch(pool: LatentPool, position: int, token_budget: int) -> tuple[list[torch.Tensor], list[str], int]:
+    """Packs clips from the seeded stream, starting at `position`, up to the token budget (NaViT)."""
+    latents, captions, used = [], [], 0
+    pool_size = pool.size if pool.folder is None else len(pool.folder.dataset)
+    while True:
+        epoch, offset = divmod(position, pool_size)
+        index = int(rng_for(pool.seed, 6, epoch).permutation(pool_size)[offset]) if pool.folder is None else position
+        latent, text = pool.get(index, epoch)
+        tokens = latent_tokens_of(pool.config, latent)
+        if latents and used + tokens > token_budget:
+            return latents, captions, position
+        latents.append(latent)
+        captions.append(text)
+        used += tokens
+        position += 1
+
+
+def train_dit(
+    config: ModelConfig,
+    vae_run: str | Path,
+    out: str | Path,
+    steps: int,
+    seed: int = 0,
+    lr: float | None = None,
+    token_budget: int | None = None,
+    checkpoint_every: int = 200,
+    data: str = "shapes",
+    device: str = "cpu",
+    ema_decay: float = 0.999,
+    pool_size: int = 20000,
+    stop_after: int | None = None,
+    log=print,
+):
+    """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end."""
+    from model.dit import DiT
+    from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps
+    from model.text import TextEncoder
+
+    out = Path(out)
+    vae, vae_model_config = load_trained_vae(vae_run, device)
+    if vae_model_config.vae != config.vae:
+        raise ValueError(f"the autoencoder in {vae_run} was trained with a different VAEConfig than preset {config.name!r}")
+    prepare_run(out, config, "dit")
+    lr = lr or 3e-4
+    token_budget = token_budget or 1024
+    folder = None if data == "shapes" else FolderClips(data, seed)
+    pool = LatentPool(vae, config, seed, pool_size, folder, device)
+    text = TextEncoder(config.text, device=device)
+
+    torch.manual_seed(seed)
+    dit = DiT(config.dit).to(device)
+    ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
+    optimizer = torch.optim.AdamW(dit.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    start, position = 0, 0
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None:
+        dit.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
+        ema = load_file(str(checkpoint / "ema.safetensors"))
+        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        state = json.loads((checkpoint / "state.json").read_text())
+        start, position = state["step"], state["data_position"]
+        log(f"resuming from {checkpoint} at step {start}")
+    truncate_log(out, start)
+
+    def checkpoint_now(step):
+        tensors = {"model.safetensors": dit.state_dict(), "ema.safetensors": ema}
+        state = {"step": step, "seed": seed, "stage": "dit", "data_position": position}
+        save_checkpoint(out, step, tensors, optimizer, state)
+
+    dit.train()
+    last_step = steps if stop_after is None else min(steps, start + stop_after)
+    for step in range(start, last_step):
+        began = time.time()
+        latents, captions, position = dit_batch(pool, position, token_budget)
+        generator = torch_generator(seed, 7, step)
+        # Caption dropout teaches the unconditional branch used by classifier-free guidance.
+        keep = torch.rand(len(captions), generator=generator) >= config.flow.text_dropout
+        captions = [c if k else "" for c, k in zip(captions, keep.tolist())]
+        with torch.no_grad():
+            text_states, text_mask = text.encode(captions)
+        tokens = [latent_tokens_of(config, z) for z in latents]
+        timesteps = shift_timesteps(sample_timesteps(len(latents), generator, config.flow), tokens, config.flow)
+        noise = [torch.randn(z.shape, generator=generator) for z in latents]
+
+        def velocity(xs, t):
+            return dit(xs, t, text_states, text_mask)
+
+        step_lr = learning_rate(step, steps, lr, warmup=min(500, steps // 10 + 1))
+        for group in optimizer.param_groups:
+            group["lr"] = step_lr
+        loss = flow_matching_loss(velocity, latents, timesteps, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        optimizer.step()
+        # EMA of the weights (as in DiT); early steps use a smaller decay so the average tracks warm-up.
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for name, value in dit.state_dict().items():
+                if value.dtype.is_floating_point:
+                    ema[name].mul_(decay).add_(value, alpha=1 - decay)
+                else:
+                    ema[name].copy_(value)
+        record = {
+            "step": step, "loss": loss.item(), "lr": step_lr, "seconds": time.time() - began,
+            "grad_norm": float(grad_norm), "clips": len(latents),
+        }
+        append_log(out, record)
+        if step % 25 == 0:
+            log(json.dumps(record))
+        if (step + 1) % checkpoint_every == 0 and step + 1 < last_step:
+            checkpoint_now(step + 1)
+    if last_step > start or checkpoint is None:
+        checkpoint_now(last_step)
+    if last_step < steps:
+        return dit, ema
+    export_model(out / "export", config, vae, ema)
+    log(f"exported {out / 'export'}")
+    return dit, ema
+
+
+def export_model(path: Path, config: ModelConfig, vae: CausalVAE, dit_state: dict) -> None:
+    """Writes the pipeline's format: config.json, vae.safetensors, dit.safetensors (TextToVideo.from_pretrained)."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text(config.to_json())
+    save_file({k: v.detach().contiguous() for k, v in vae.state_dict().items()}, str(tmp / "vae.safetensors"))
+    save_file({k: v.detach().contiguous() for k, v in dit_state.items()}, str(tmp / "dit.safetensors"))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+# -----------------------------------------------------------------------------
+# the command and the loss plot
+
+
+def plot_loss(log_path: str | Path, png_path: str | Path, title: str | None = None, smooth: int = 50) -> None:
+    """Loss curve (raw and a running mean) from a run's log.jsonl, written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{log_path}: no log lines")
+    steps = np.array([r["step"] for r in records])
+    losses = np.array([r["loss"] for r in records])
+    window = max(1, min(smooth, len(losses)))
+    running = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, losses, alpha=0.3, linewidth=0.8, label="loss")
+    ax.plot(steps[window - 1 :], running, linewidth=1.5, label=f"mean of {window}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title or str(Path(log_path).parent.name))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
+def train_command(args) -> int:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    config = preset(args.preset)
+    if args.steps < 1:
+        raise SystemExit("--steps must be at least 1")
+    if args.data != "shapes" and not Path(args.data).is_dir():
+        raise SystemExit(f"--data must be 'shapes' or a folder of videos, got {args.data!r}")
+    common = dict(
+        steps=args.steps, seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every,
+        data=args.data, device=args.device, log=functools.partial(print, flush=True),
+    )
+    if args.stage == "vae":
+        train_vae(config, args.out, pixel_budget=args.token_budget, **common)
+    else:
+        if not args.vae:
+            raise SystemExit("reel train dit needs --vae <the autoencoder's run directory>")
+        train_dit(config, args.vae, args.out, token_budget=args.token_budget, **common)
+    plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")
+    return 0
