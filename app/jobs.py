@@ -581,8 +581,11 @@ class JobStore:
 
     # --- workers ---------------------------------------------------------------------------
     def heartbeat(self, worker_id: str, info: dict) -> None:
-        """A worker is alive; `info` says what it serves: {"model", "model_loaded", "sizes",
-        "seconds", "default_steps", "default_guidance", ...}."""
+        """A worker is alive; `info` says what it serves: {"model": str, "model_loaded": bool,
+        "sizes": ["64x64", ...] or [[64, 64], ...], "max_side": int, "seconds": [0, 1, 2, 4],
+        "fps": int, "default_steps": int, "default_guidance": float}. The API lists these in
+        /v1/models, refuses sizes and durations outside `max_side`/`seconds`, and /readyz
+        needs one worker with model_loaded."""
         now = time.time()
         ttl = self.settings.worker_heartbeat_ttl_seconds
         pipe = self.redis.pipeline()

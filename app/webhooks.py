@@ -116,10 +116,6 @@ class DeliveryOutcome:
     gave_up: bool
     reason: str  # "delivered", "retry", "gone" (410), "exhausted", "refused" (unsafe target), "no_secret"
 
-    @property
-    def label(self) -> str:
-        return self.reason
-
 
 def sign(secret: str, event: dict, now: float | None = None) -> tuple[bytes, dict[str, str]]:
     """The body bytes and the Standard Webhooks headers for one attempt."""
@@ -136,7 +132,7 @@ def sign(secret: str, event: dict, now: float | None = None) -> tuple[bytes, dic
     return body, headers
 
 
-def _next(attempt: int, status_code: int | None, reason: str) -> DeliveryOutcome:
+def _next(attempt: int, status_code: int | None) -> DeliveryOutcome:
     if attempt <= len(RETRY_DELAYS):
         return DeliveryOutcome(False, status_code, RETRY_DELAYS[attempt - 1], False, "retry")
     return DeliveryOutcome(False, status_code, None, True, "exhausted")
@@ -157,7 +153,7 @@ def attempt_delivery(event: dict, url: str, secret: str, attempt: int, settings,
         response = client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         log.info("webhook %s attempt %d to %s failed: %s", event["id"], attempt, url, exc)
-        return _next(attempt, None, "error")
+        return _next(attempt, None)
     finally:
         if own_client:
             client.close()
@@ -165,7 +161,7 @@ def attempt_delivery(event: dict, url: str, secret: str, attempt: int, settings,
         return DeliveryOutcome(True, response.status_code, None, False, "delivered")
     if response.status_code == 410:
         return DeliveryOutcome(False, 410, None, True, "gone")
-    return _next(attempt, response.status_code, "status")
+    return _next(attempt, response.status_code)
 
 
 def deliver(store, celery, settings, message: dict, client: httpx.Client | None = None) -> DeliveryOutcome:

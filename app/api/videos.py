@@ -85,8 +85,24 @@ def request_hash(request: VideoCreateRequest | dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def served_models(store: JobStore, settings) -> set[str]:
-    return {settings.model} | {w["model"] for w in store.workers() if w.get("model")}
+def served_models(store: JobStore, settings) -> dict[str, list[dict]]:
+    """Model name -> the heartbeats of the workers serving it (the configured model is always listed)."""
+    models: dict[str, list[dict]] = {settings.model: []}
+    for worker in store.workers():
+        models.setdefault(worker.get("model") or settings.model, []).append(worker)
+    return models
+
+
+def check_against_workers(workers: list[dict], width: int, height: int, seconds: int) -> None:
+    """Narrower limits a model's workers report (e.g. the bundled model: sides up to 128, 0/1/2/4 s)."""
+    max_sides = [w["max_side"] for w in workers if isinstance(w.get("max_side"), int)]
+    if max_sides and max(width, height) > max(max_sides):
+        raise APIError(400, f"size {width}x{height}: this model accepts sides up to {max(max_sides)}", param="size",
+                       code="invalid_value")
+    durations = {int(d) for w in workers for d in (w.get("seconds") or []) if isinstance(d, (int, float))}
+    if durations and seconds not in durations:
+        raise APIError(400, f"seconds: this model makes {', '.join(map(str, sorted(durations)))} s videos, not {seconds}",
+                       param="seconds", code="invalid_value")
 
 
 def _video(store: JobStore, job: Job) -> Video:
@@ -180,7 +196,8 @@ async def create_video(
     model = body.model or settings.model
     if model in OPENAI_MODEL_NAMES:
         model = settings.model
-    elif model not in await run_in_threadpool(served_models, store, settings):
+    models = await run_in_threadpool(served_models, store, settings)
+    if model not in models:
         raise APIError(400, f"model {model!r} is not served here (GET /v1/models lists the models)", param="model",
                        code="model_not_found")
     if body.webhook_url:
@@ -190,6 +207,7 @@ async def create_video(
             raise APIError(400, str(exc), param="webhook_url", code="invalid_webhook_url") from None
     width, height = parse_size(body.size or settings.default_size, settings)
     seconds = body.seconds if body.seconds is not None else settings.default_seconds
+    check_against_workers(models[model], width, height, seconds)
     job = Job(
         id=new_id("video"), tenant=tenant, model=model, prompt=body.prompt, negative_prompt=body.negative_prompt,
         width=width, height=height, seconds=seconds, fps=settings.fps, frames=1 + settings.fps * seconds,
@@ -369,11 +387,9 @@ def delete_video(video_id: str, tenant: Tenant, store: StoreDep, storage: Storag
     if not job.is_final:
         raise APIError(409, f"video {video_id} is {job.status}; cancel it before deleting", param="video_id",
                        code="video_running")
+    # Assets first: if this fails the record remains and the delete can be retried.
     storage.delete_prefix(video_id)
-    outcome = store.delete(video_id)
-    if outcome == "running":  # it changed under us (cannot happen for a final job, kept for safety of data)
-        raise APIError(409, f"video {video_id} is running; cancel it before deleting", param="video_id",
-                       code="video_running")
+    store.delete(video_id)
     return VideoDeleted(id=video_id)
 
 

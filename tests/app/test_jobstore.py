@@ -142,3 +142,10 @@ def test_metrics_export_jobs_queue_latency_steps_and_webhooks(api, client):
     assert "reel_sampler_step_seconds_count 2.0" in text
     assert 'reel_webhook_deliveries_total{outcome="delivered"} 1.0' in text
     assert waiting
+
+
+def test_limits_reported_by_the_model_workers_apply(api, client):
+    api.store.heartbeat("w1", {"model": "reel-shapes-v1", "model_loaded": True, "max_side": 128, "seconds": [0, 1, 2, 4]})
+    assert_error(create(client, size="256x256"), 400, "size")
+    assert_error(create(client, seconds=8), 400, "seconds")
+    assert create(client, size="128x128", seconds=4).status_code == 200
