@@ -374,7 +374,7 @@ _MOTION_PHRASES = {
 }
 _PAIR_TEMPLATES = (
     "Two shapes on a {background} background: {first} and {second}.",
-    "{First} while {second}, in front of a {background} background.",
+    "{First} while {second_is}, in front of a {background} background.",
     "The {background} backdrop holds {first_that} and {second_that}.",
 )
 _SHAPE_NOUNS = {"circle": "circle", "square": "square", "triangle": "triangle"}
@@ -439,7 +439,8 @@ def heldout_pair_cases() -> list[EvalCase]:
             p1, p2 = _phrase(first), _phrase(second)
             prompt = _PAIR_TEMPLATES[i % len(_PAIR_TEMPLATES)].format(
                 background=background, first=f"{p1} {m1}", First=f"{p1[0].upper()}{p1[1:]} {m1}",
-                second=f"{p2} {m2}", first_that=f"{p1} that is {m1}", second_that=f"{p2} that is {m2}",
+                second=f"{p2} {m2}", second_is=f"{p2} is {m2}", first_that=f"{p1} that is {m1}",
+                second_that=f"{p2} that is {m2}",
             )
             cases.append(EvalCase(f"pair-{i:02d}-{a[0]}-{a[1]}-{a[2]}-{b[0]}-{b[1]}-{b[2]}-{background}", prompt,
                                   Scene(background, (first, second)), width, height, frames, seed=2000 + i))
