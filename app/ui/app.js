@@ -994,6 +994,24 @@ async function loadThumb(tile) {
   }
 }
 
+/** Library tiles of unfinished jobs that no card follows: ask for a few of them now and then. */
+async function refreshUnfinishedTiles() {
+  if (!state.api || document.hidden) return;
+  const stale = [...state.tiles.values()]
+    .filter((tile) => !FINAL_STATUSES.has(tile.job.status) && !state.cards.has(tile.job.id))
+    .slice(0, 6);
+  for (const tile of stale) {
+    try {
+      const { body } = await state.api.getVideo(tile.job.id);
+      updateTile(body);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) return handleUnauthorized();
+      if (error instanceof ApiError && error.status === 404) removeTile(tile.job.id);
+      return;
+    }
+  }
+}
+
 function removeTile(id) {
   const tile = state.tiles.get(id);
   if (!tile) return;
@@ -1016,6 +1034,7 @@ function start() {
       if (!FINAL_STATUSES.has(entry.job.status)) renderElapsed(entry);
     }
   }, 1000);
+  setInterval(refreshUnfinishedTiles, 4000);
   const key = localStorage.getItem(KEY_STORAGE);
   if (key) {
     useKey(key).then((ok) => {

@@ -42,8 +42,9 @@ def wait_status(page, video_id: str, *statuses: str) -> None:
     )
 
 
-def submit(page, prompt: str, steps: str = "", size: str | None = None, seconds: str | None = None) -> str:
-    """Fill the form, press Enter in the prompt, and return the id of the card that appears."""
+def submit(page, prompt: str, steps: str = "", size: str | None = None, seconds: str | None = None,
+           key: str = "Enter") -> str:
+    """Fill the form, press Enter (or `key`) in the prompt, and return the id of the card that appears."""
     before = set(page.locator(".card").evaluate_all("cards => cards.map(c => c.dataset.id)"))
     page.get_by_label("Prompt", exact=True).fill(prompt)
     page.get_by_label("Steps").fill(steps)
@@ -51,7 +52,7 @@ def submit(page, prompt: str, steps: str = "", size: str | None = None, seconds:
         page.locator(f"#size-options input[value='{size}']").check()
     if seconds:
         page.get_by_label("Duration").select_option(seconds)
-    page.get_by_label("Prompt", exact=True).press("Enter")
+    page.get_by_label("Prompt", exact=True).press(key)
     page.wait_for_function(
         "known => [...document.querySelectorAll('.card')].some(c => !known.includes(c.dataset.id))",
         arg=sorted(before),
@@ -202,6 +203,17 @@ def test_validation_error_appears_beside_its_field(new_page, service, artifacts,
     # Typing in the field clears its error.
     steps.fill("4")
     assert error.is_hidden()
+
+    # A custom size the API refuses: the message sits under the size choice, the width is marked.
+    page.locator("#size-options label", has_text="Custom").click()
+    page.get_by_label("Width").fill("100")
+    page.get_by_label("Prompt", exact=True).press("Enter")
+    size_error = page.locator("#size-error")
+    size_error.wait_for(state="visible")
+    assert "100x64" in size_error.inner_text()
+    assert page.get_by_label("Width").get_attribute("aria-invalid") == "true"
+    assert page.locator(".card").count() == 0
+    page.screenshot(path=artifacts / "08-validation-error-size.png")
     assert page_errors == []
 
 
@@ -256,7 +268,7 @@ def test_progress_without_the_event_stream(new_page, service, artifacts, page_er
     page = new_page()
     page.route("**/events", lambda route: route.abort())
     enter_key(page, service.key)
-    video_id = submit(page, "a purple square shrinking on a grey background", steps="3")
+    video_id = submit(page, "a purple square shrinking on a grey background", steps="3", key="Control+Enter")
     wait_status(page, video_id, "completed")
     page.locator(f".card[data-id='{video_id}'] video").wait_for()
     page.screenshot(path=artifacts / "13-polling-fallback.png")
