@@ -564,7 +564,7 @@ function metaText(job) {
   if (job.size) parts.push(job.size.replace("x", "×"));
   if (job.seconds != null) parts.push(Number(job.seconds) === 0 ? "still" : `${job.seconds} s`);
   if (job.seed != null) parts.push(`seed ${job.seed}`);
-  if (job.steps != null) parts.push(`${job.steps} steps`);
+  if (job.steps != null) parts.push(`${job.steps} step${Number(job.steps) === 1 ? "" : "s"}`);
   if (job.guidance != null) parts.push(`guidance ${job.guidance}`);
   return parts.join(" · ");
 }

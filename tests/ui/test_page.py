@@ -5,6 +5,7 @@ Each test saves screenshots of the states it reaches under test-artifacts/ui/.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -342,6 +343,18 @@ def test_full_queue_says_when_to_retry(new_page, service, artifacts, page_errors
             assert button.inner_text().startswith("Try again in")
             assert page.locator(".card").count() == 0
             page.screenshot(path=artifacts / "14-queue-full.png")
+
+            # A waiting job opened from the library shows its place in the queue, and cancels at once.
+            waiting = made[-1]
+            page.locator(f".gallery-item[data-id='{waiting}'] .tile").click()
+            card = page.locator(f".card[data-id='{waiting}']")
+            card.wait_for()
+            assert card_status(card) == "queued"
+            assert re.fullmatch(r"Position [1-3] in the queue", card.locator(".status-text").inner_text())
+            page.screenshot(path=artifacts / "15-queued.png")
+            card.get_by_role("button", name="Cancel").click()
+            wait_status(page, waiting, "cancelled")
+            assert client.get(f"/v1/videos/{waiting}").json()["status"] == "cancelled"
         finally:
             for video_id in made:
                 client.post(f"/v1/videos/{video_id}/cancel")
