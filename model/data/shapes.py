@@ -192,12 +192,10 @@ def _tracks(scene: Scene, width: int, height: int, u: np.ndarray) -> list[tuple[
     # whose frame 0 is clear and whose objects stay farthest apart over the clip
     # (the first listed wins ties).
     first, second = scene.objects
-    if first.motion in _HORIZONTAL and second.motion in _HORIZONTAL or (
-        first.motion not in _HORIZONTAL and second.motion not in _HORIZONTAL
-    ):
-        slots = [(0.25, 0.75), (0.75, 0.25)]
+    if (first.motion in _HORIZONTAL) == (second.motion in _HORIZONTAL):
+        slots = [(0.25, 0.75), (0.75, 0.25)]  # both across one axis: opposite halves of the other
     else:
-        slots = list(itertools.product((0.25, 0.75), repeat=2))
+        slots = list(itertools.product((0.25, 0.75), repeat=2))  # one of each: any halves that keep frame 0 clear
     best, best_score = None, None
     for slot_first, slot_second in slots:
         candidate = [
