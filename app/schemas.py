@@ -158,6 +158,13 @@ class VideoCreateRequest(BaseModel):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("webhook_events")
+    @classmethod
+    def _events_need_a_url(cls, value: list | None, info: ValidationInfo) -> list | None:
+        if value and not info.data.get("webhook_url"):
+            raise ValueError("webhook_events needs a webhook_url")
+        return value
+
     @field_validator("metadata", mode="before")
     @classmethod
     def _metadata_before(cls, value: Any) -> Any:

@@ -20,7 +20,7 @@ from app import webhooks
 from app.api.deps import CeleryDep, SettingsDep, StorageDep, StoreDep
 from app.api.errors import APIError
 from app.auth import Tenant
-from app.jobs import FINAL_STATUSES, Job, JobStore, QueueFull, new_id
+from app.jobs import Job, JobStore, QueueFull, new_id
 from app.queue import send_generate
 from app.schemas import (DEFAULT_WEBHOOK_EVENTS, OPENAI_MODEL_NAMES, ErrorBody, Video, VideoCreateRequest,
                          VideoDeleted, VideoList, VideoRemixRequest, parse_size)
@@ -48,17 +48,18 @@ def _form_to_dict(form) -> dict:
         if any(isinstance(value, UploadFile) for value in values):
             raise APIError(400, f"{name}: file uploads are not supported", param=name, code="unsupported_parameter")
         match = re.fullmatch(r"([A-Za-z_]+)\[([^\]]*)\]", name)
-        if match and match.group(2) == "":
-            data.setdefault(match.group(1), []).extend(values)
-        elif match:
-            target = data.setdefault(match.group(1), {})
-            if not isinstance(target, dict):
-                raise APIError(400, f"{match.group(1)}: mixes an object and a plain value", param=match.group(1))
-            target[match.group(2)] = values[-1]
+        field = match.group(1) if match else name
+        kind = list if match and match.group(2) == "" else dict if match else str
+        if field in data and not isinstance(data[field], kind):
+            raise APIError(400, f"{field}: sent both as {kind.__name__} and as another kind of value", param=field)
+        if kind is list:
+            data.setdefault(field, []).extend(values)
+        elif kind is dict:
+            data.setdefault(field, {})[match.group(2)] = values[-1]
         elif name == "webhook_events" and len(values) > 1:
-            data[name] = values
+            data[field] = values
         else:
-            data[name] = values[-1]
+            data[field] = values[-1]
     return data
 
 
@@ -74,6 +75,8 @@ async def read_body(request: Request) -> dict:
         data = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object", code="invalid_json")
     return data

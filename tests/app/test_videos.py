@@ -42,16 +42,18 @@ def test_create_json_returns_a_queued_video(api, client):
     assert stored.tenant == "acme" and stored.status == "queued"
 
 
-def test_create_multipart_with_numbers_as_strings_and_openai_size(client):
+def test_create_multipart_with_numbers_as_strings_and_openai_size(api, client):
     response = client.post("/v1/videos", data={
         "prompt": "a blue square", "seconds": "4", "size": "1280x720", "seed": "3",
-        "metadata[team]": "red", "webhook_events[]": "video.completed",
+        "metadata[team]": "red", "webhook_url": "https://93.184.216.34/hook",
+        "webhook_events[]": ["video.started", "video.completed"],
     })
     assert response.status_code == 200, response.text
     video = response.json()
     assert video["size"] == "112x64"  # OpenAI's landscape size mapped onto the model's landscape size
     assert video["seconds"] == "4" and video["frames"] == 33 and video["seed"] == 3
     assert video["metadata"] == {"team": "red"}
+    assert api.store.get(video["id"]).webhook_events == ["video.started", "video.completed"]
 
 
 def test_create_form_metadata_as_json_string(client):
@@ -372,3 +374,19 @@ def test_unreachable_store_is_503(make_api, tmp_path):
         assert_error(http.post("/v1/videos", json={"prompt": "p"}), 503)
         assert_error(http.get("/readyz"), 503)
         assert http.get("/healthz").status_code == 200
+
+
+def test_odd_bodies_are_400_not_500(client):
+    mixed = client.post("/v1/videos", content=b"prompt=p&metadata[]=x&metadata[a]=y",
+                        headers={"content-type": "application/x-www-form-urlencoded"})
+    assert_error(mixed, 400, "metadata")
+    nested = b'{"prompt": "p", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert_error(client.post("/v1/videos", content=nested, headers={"content-type": "application/json"}), 400)
+    broken = client.post("/v1/videos", content=b"--xyz\r\nContent-Disposition: form-data\r\n\r\nno name\r\n",
+                         headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert 400 <= broken.status_code < 500 and "error" in broken.json()
+    not_a_number = client.post("/v1/videos", content=b'{"prompt": "p", "guidance": NaN}',
+                               headers={"content-type": "application/json"})
+    assert_error(not_a_number, 400, "guidance")
+    events = client.post("/v1/videos", data={"prompt": "p", "webhook_events": "video.completed,video.failed"})
+    assert events.status_code == 400 and events.json()["error"]["param"] == "webhook_events"  # no webhook_url
