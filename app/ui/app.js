@@ -5,7 +5,7 @@ const KEY_STORAGE = "reel.apiKey";
 const PAGE_SIZE = 12;
 // Used only until GET /v1/models answers (or when no worker has reported its model yet).
 const FALLBACK_MODEL = { id: null, sizes: [[64, 64], [112, 64], [64, 112]], seconds: [1, 2, 4], steps: null, guidance: null };
-const FORM_FIELDS = ["prompt", "size", "seconds", "seed", "steps", "guidance", "negative_prompt"];
+const FORM_FIELDS = ["model", "prompt", "size", "seconds", "seed", "steps", "guidance", "negative_prompt"];
 const STATUS_LABELS = {
   queued: "Queued",
   in_progress: "Running",
@@ -18,7 +18,8 @@ const $ = (selector, root = document) => root.querySelector(selector);
 
 const state = {
   api: null,
-  model: FALLBACK_MODEL,
+  model: FALLBACK_MODEL, // the model the form is set up for
+  models: [],
   cards: new Map(), // id -> {job, el, controller, videoBlob, videoUrl, announced}
   tiles: new Map(), // id -> {job, el, thumbUrl, thumbLoading}
   gallery: { after: null, hasMore: true, loading: false, generation: 0 },
@@ -204,16 +205,33 @@ function normalizeModel(model) {
 }
 
 async function loadModels() {
-  let model = FALLBACK_MODEL;
+  let models = [];
   try {
     const body = await state.api.models();
     const list = Array.isArray(body) ? body : body.data || body.models || [];
-    model = normalizeModel(list[0]);
+    models = list.map(normalizeModel).filter((model) => model.id);
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return handleUnauthorized();
     // Without a worker the list may be empty or unavailable: the form still works with the API's defaults.
   }
-  state.model = model;
+  state.models = models;
+  const select = $("#model");
+  select.replaceChildren(
+    ...models.map((model) => {
+      const option = document.createElement("option");
+      option.value = model.id;
+      option.textContent = model.id;
+      return option;
+    }),
+  );
+  // A choice only when the deployment serves more than one model.
+  $("#model-field").hidden = models.length < 2;
+  state.model = models[0] || FALLBACK_MODEL;
+  renderModel();
+}
+
+function chooseModel(id) {
+  state.model = state.models.find((model) => model.id === id) || state.model;
   renderModel();
 }
 
@@ -393,7 +411,8 @@ function showCreateError(error) {
     return;
   }
   const field = fieldForParam(error.param);
-  if (field) showFieldError(field, error.message);
+  // A field that is not on screen (the model choice with one model) cannot hold its message.
+  if (field && !document.getElementById(`${field}-error`).closest("[hidden]")) showFieldError(field, error.message);
   else $("#form-message").textContent = error.message;
 }
 
@@ -445,6 +464,7 @@ function setUpForm() {
     if (target.name === "size") $("#custom-size").hidden = target.value !== "custom";
   });
   form.addEventListener("change", (event) => {
+    if (event.target.id === "model") chooseModel(event.target.value);
     if (event.target.name === "size") $("#custom-size").hidden = event.target.value !== "custom";
   });
 }
