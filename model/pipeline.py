@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ def shared_text_encoder(config, device) -> TextEncoder:
         if key not in _text_encoders:
             _text_encoders[key] = TextEncoder(config, device)
         return _text_encoders[key]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -143,20 +148,21 @@ class TextToVideo:
             raise ValueError(f"negative_prompt must be a string, got {type(spec.negative_prompt).__name__}")
         for field in ("width", "height"):
             value = getattr(spec, field)
-            if not isinstance(value, int) or value % 16 or not 16 <= value <= max_side:
+            if not _is_int(value) or value % 16 or not 16 <= value <= max_side:
                 raise ValueError(f"{field} must be a multiple of 16 from 16 to {max_side}, got {value!r}")
         tf = self.config.vae.temporal_factor
         frames = spec.frames
-        if not isinstance(frames, int) or frames < 1 or (frames - 1) % tf or frames > self.max_frames:
+        if not _is_int(frames) or frames < 1 or (frames - 1) % tf or frames > self.max_frames:
             raise ValueError(f"frames must be 1 + {tf}k (1, {1 + tf}, {1 + 2 * tf}, ...) up to {self.max_frames}, got {frames!r}")
-        if not isinstance(spec.seed, int) or not 0 <= spec.seed < 2**63:
+        if not _is_int(spec.seed) or not 0 <= spec.seed < 2**63:
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {spec.seed!r}")
-        if spec.steps is not None and (not isinstance(spec.steps, int) or not 1 <= spec.steps <= MAX_STEPS):
+        if spec.steps is not None and (not _is_int(spec.steps) or not 1 <= spec.steps <= MAX_STEPS):
             raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {spec.steps!r}")
-        if spec.guidance is not None and (
-            not isinstance(spec.guidance, (int, float)) or not 0 <= spec.guidance <= MAX_GUIDANCE
+        guidance = spec.guidance
+        if guidance is not None and not (
+            isinstance(guidance, numbers.Real) and not isinstance(guidance, bool) and 0 <= guidance <= MAX_GUIDANCE
         ):
-            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {spec.guidance!r}")
+            raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
 
     def latent_shape(self, spec: VideoSpec) -> tuple[int, int, int, int]:
         sf, tf = self.config.vae.spatial_factor, self.config.vae.temporal_factor
