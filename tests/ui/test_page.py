@@ -299,6 +299,12 @@ def test_keyboard_only(keyboard_page, artifacts, page_errors):
     page.get_by_label("Prompt", exact=True).focus()
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline != "none"
+    # A button reached by Tab shows its focus too.
+    page.get_by_label("Negative prompt").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "create-button"
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+    page.get_by_label("Prompt", exact=True).focus()
     # Shift+Enter is a new line, not a submission.
     page.keyboard.type("first line")
     page.keyboard.press("Shift+Enter")
