@@ -15,6 +15,7 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import SettingsDep, StoreDep
 from app.api.errors import APIError
@@ -56,7 +57,13 @@ def tenant_for_key(store: JobStore, key: str) -> str | None:
     return record["tenant"]
 
 
-def current_tenant(request: Request, store: StoreDep, settings: SettingsDep) -> str:
+# Declares the scheme in the OpenAPI document (and the "Authorize" button of /docs); the
+# header itself is read below, to tell a missing key from a malformed one.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer reel_sk_...`")
+
+
+def current_tenant(request: Request, store: StoreDep, settings: SettingsDep,
+                   _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> str:
     """The tenant of the request's `Authorization: Bearer` key, or 401."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")

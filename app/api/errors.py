@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import redis
 from fastapi import FastAPI, Request
@@ -23,6 +24,9 @@ _TYPES = {
 _CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
           415: "unsupported_media_type", 416: "range_not_satisfiable", 429: "rate_limit_exceeded",
           503: "service_unavailable"}
+
+
+_UNION_MEMBERS = {"int", "float", "str", "bool", "dict", "list", "none"}
 
 
 class APIError(Exception):
@@ -49,8 +53,9 @@ def validation_error_response(errors: list[dict], status: int = 400) -> JSONResp
     """The first problem, naming its field as `param` (body.metadata.key -> metadata.key)."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
-    # Pydantic puts the failing type's name at the end of union locations; the field is enough.
-    location = [part for part in location if not part.startswith(("function-", "int", "float", "str", "list["))]
+    # Pydantic adds the tried member's name (`int`, `list[str]`, `function-after[...]`) to
+    # locations inside unions; the field's own path is what the client needs.
+    location = [part for part in location if part not in _UNION_MEMBERS and not re.fullmatch(r"[a-z-]+\[.*\]", part)]
     param = ".".join(location) or None
     message = first.get("msg", "invalid request")
     message = message.removeprefix("Value error, ")

@@ -76,3 +76,11 @@ def test_expired_history_still_reports_the_final_status(api, client):
     api.redis.delete(f"reel:job:{video_id}:events")  # as after events_ttl_seconds
     events = read_events(client, video_id)
     assert [t for _, t, _ in events] == ["video.completed"]
+
+
+def test_snapshots_keep_unicode_and_control_characters(api, client):
+    prompt = "un cercle rouge 🎈 qui bouge — \"quoted\" \\ back\tslash\u0001"
+    video_id = create(client, prompt=prompt, metadata={"clé": "valeur ✓"}).json()["id"]
+    api.store.mark_cancelled(video_id)
+    [queued, cancelled] = read_events(client, video_id)
+    assert queued[2]["prompt"] == prompt and cancelled[2]["metadata"] == {"clé": "valeur ✓"}
