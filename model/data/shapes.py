@@ -216,6 +216,7 @@ def _tracks(scene: Scene, width: int, height: int, u: np.ndarray) -> list[tuple[
 
 
 def _coverage(shape: str, cx, cy, extent, xs, ys) -> np.ndarray:
+    # cx, cy, extent: (T,); xs: (W',) and ys: (H',) pixel centres of the window drawn in
     cx, cy, half = cx[:, None, None], cy[:, None, None], extent[:, None, None] / 2
     x, y = xs[None, None, :], ys[None, :, None]
     if shape == "square":
@@ -242,20 +243,26 @@ def render(scene: Scene, width: int, height: int, frames: int) -> np.ndarray:
         raise ValueError("cannot render a scene without a background")
     u = np.arange(frames, dtype=np.float32) / max(frames - 1, 1)  # a still image is frame 0
     canvas = np.empty((frames, height, width, 3), dtype=np.uint8)
-    canvas[:] = BACKGROUNDS[scene.background]
+    # Channel by channel throughout: numpy is several times slower when the innermost
+    # loop runs over the 3 channels of a broadcast colour.
+    for channel, value in enumerate(BACKGROUNDS[scene.background]):
+        canvas[..., channel] = value
     for obj, (cx, cy, extent) in zip(scene.objects, _tracks(scene, width, height, u)):
-        # Work only inside the object's box over the whole clip: most of the canvas is untouched.
+        cx, cy, extent = cx.astype(np.float32), cy.astype(np.float32), extent.astype(np.float32)
+        # Work only inside the object's box over the clip (plus the anti-aliased rim).
         half = extent / 2
-        left, right = int(max(np.floor((cx - half).min()) - 1, 0)), int(min(np.ceil((cx + half).max()) + 1, width))
-        top, bottom = int(max(np.floor((cy - half).min()) - 1, 0)), int(min(np.ceil((cy + half).max()) + 1, height))
+        left, right = max(int(np.floor((cx - half).min())) - 1, 0), min(int(np.ceil((cx + half).max())) + 1, width)
+        top, bottom = max(int(np.floor((cy - half).min())) - 1, 0), min(int(np.ceil((cy + half).max())) + 1, height)
         if left >= right or top >= bottom:
             continue
         xs = np.arange(left, right, dtype=np.float32) + 0.5
         ys = np.arange(top, bottom, dtype=np.float32) + 0.5
-        cover = _coverage(obj.shape, cx.astype(np.float32), cy.astype(np.float32), extent.astype(np.float32), xs, ys)
-        region = canvas[:, top:bottom, left:right].astype(np.float32)
-        region += cover[..., None] * (np.asarray(COLORS[obj.color], dtype=np.float32) - region)
-        canvas[:, top:bottom, left:right] = np.rint(region)
+        cover = _coverage(obj.shape, cx, cy, extent, xs, ys)  # (T, H', W')
+        region = canvas[:, top:bottom, left:right]
+        for channel, value in enumerate(COLORS[obj.color]):
+            plane = region[..., channel].astype(np.float32)
+            plane += cover * (value - plane)
+            region[..., channel] = np.rint(plane)
     return canvas
 
 
