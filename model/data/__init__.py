@@ -16,8 +16,9 @@ from model.data.shapes import (
     render,
     sample_scene,
 )
+from model.data.folder import VideoFolderDataset
 
 __all__ = [
     "BACKGROUNDS", "COLORS", "FPS", "HELDOUT_COMBOS", "MOTIONS", "SHAPES", "SIZES", "Scene", "ShapeObject",
-    "ShapesClips", "caption", "parse_prompt", "render", "sample_scene",
+    "ShapesClips", "VideoFolderDataset", "caption", "parse_prompt", "render", "sample_scene",
 ]

@@ -145,7 +145,6 @@ def check_canvas(width: int, height: int, frames: int) -> None:
 # from 0 at the first frame to 1 at the last.
 
 _HORIZONTAL = ("left", "right")
-_VERTICAL = ("up", "down", "bouncing")
 _BOUNCE_FLOOR, _BOUNCE_TOP = 2 / 3, 1 / 4  # the |sin| bounce starts at the bottom third, peaks where "up" ends
 
 
@@ -158,7 +157,11 @@ def _scale(motion: str, u: np.ndarray) -> np.ndarray:
 
 
 def _path(motion: str, u: np.ndarray, place: float) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of the centre over time; `place` is the position on the axis the object does not move along."""
+    """(x, y) of the centre over time; `place` is the position on the axis the object does not move along.
+
+    Objects that do not travel (still, growing, shrinking) take `place` as x: one
+    jitter value per object, so it shifts them sideways.
+    """
     fixed = np.full_like(u, place)
     if motion == "left":
         return 0.75 - 0.5 * u, fixed
