@@ -535,7 +535,11 @@ def eval_command(args) -> int:
             print("--limit must be at least 1", file=sys.stderr)
             return 2
         single, pairs = single[: args.limit], pairs[: max(0, args.limit - len(single))]
-    pipeline = TextToVideo.load(args.model, device=args.device)
+    try:
+        pipeline = TextToVideo.load(args.model, device=args.device)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"reel eval: {error}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
 
     def progress(done, total):

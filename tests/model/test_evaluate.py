@@ -260,3 +260,12 @@ def test_reel_eval_runs_a_model_and_writes_its_report(tmp_path, capsys):
         assert set(case["result"]) >= {"background", "color", "shape", "motion", "all", "predicted", "flicker"}
     grid = Image.open(out / "frames.png")
     assert grid.width == 4 * 130 and grid.height == 2 * (130 + 12)
+
+
+def test_reel_eval_names_a_model_it_cannot_load(tmp_path, capsys):
+    from app.cli import main
+
+    assert main(["eval", "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    assert main(["eval", "--model", "tiny", "--limit", "0"]) == 2
+    assert "--limit" in capsys.readouterr().err
