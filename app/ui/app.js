@@ -368,6 +368,9 @@ function readForm() {
     if (raw !== "") fields[name] = Number(raw);
     else if (typed) fields[name] = "invalid";
   }
+  // The placeholders promise the model's own defaults (GET /v1/models): ask for exactly those.
+  if (fields.steps === undefined && state.model.steps != null) fields.steps = state.model.steps;
+  if (fields.guidance === undefined && state.model.guidance != null) fields.guidance = state.model.guidance;
   const negative = $("#negative_prompt").value.trim();
   if (negative) fields.negative_prompt = negative;
   if (state.model.id) fields.model = state.model.id;
