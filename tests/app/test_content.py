@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import complete_job
-from test_videos import assert_error, create
+from api_harness import assert_error, complete_job, create
 
 
 def test_content_before_completion_is_404(client):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
-from conftest import complete_job
-from test_videos import create
+from api_harness import complete_job, create
 
 
 def read_events(client, video_id, headers=None) -> list[tuple[str, str, dict]]:

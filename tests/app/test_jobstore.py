@@ -9,8 +9,7 @@ import redis
 
 from app.jobs import Job, JobStore, QueueFull, is_id, new_id
 from app.settings import Settings
-from conftest import complete_job
-from test_videos import assert_error, create
+from api_harness import assert_error, complete_job, create
 
 
 @pytest.fixture

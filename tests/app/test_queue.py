@@ -9,7 +9,7 @@ import threading
 from celery.contrib.testing.worker import start_worker
 
 from app.queue import GENERATE_TASK, make_celery
-from test_videos import create
+from api_harness import create
 
 
 def test_create_puts_the_task_in_the_generate_list(api, client):

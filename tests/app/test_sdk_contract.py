@@ -10,7 +10,7 @@ from openai import OpenAI
 
 from app import webhooks
 from app.auth import create_key
-from conftest import complete_job
+from api_harness import complete_job
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

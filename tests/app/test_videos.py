@@ -8,21 +8,7 @@ import threading
 import httpx
 import pytest
 
-from conftest import complete_job
-
-
-def create(client, **fields):
-    return client.post("/v1/videos", json={"prompt": "a red circle moving left", **fields})
-
-
-def assert_error(response, status, param=None):
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"]
-    if param is not None:
-        assert error["param"] == param, error
-    return error
+from api_harness import assert_error, complete_job, create
 
 
 def test_create_json_returns_a_queued_video(api, client):
@@ -366,7 +352,7 @@ def test_prefer_wait_is_capped_and_returns_the_job_as_it_stands(make_api):
 
 
 def test_unreachable_store_is_503(make_api, tmp_path):
-    from conftest import free_port
+    from api_harness import free_port
 
     api = make_api(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_connect_timeout=0.5, broker_send_timeout=0.5)
     with httpx.Client(base_url=api.url, headers={"Authorization": "Bearer reel_sk_x"}) as http:

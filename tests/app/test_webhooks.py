@@ -15,7 +15,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from app import webhooks
 from app.auth import create_key
 from app.queue import make_celery
-from test_videos import assert_error, create
+from api_harness import assert_error, create
 
 
 class Receiver:
