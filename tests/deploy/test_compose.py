@@ -23,24 +23,37 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SETTINGS = ROOT / "app" / "settings.py"
+WORKER_SETTINGS = ROOT / "worker" / "celery_app.py"
 
 REEL_VARIABLE = re.compile(r"\bREEL_[A-Z0-9_]+\b")
 # `REEL_X=value` or `# REEL_X=value` (a documented setting left at its default or unset).
 ENV_LINE = re.compile(r"^\s*(#\s*)?(REEL_[A-Z0-9_]+)=(.*)$")
 
 
-def settings_fields() -> set[str]:
-    """The field names of app/settings.py's Settings, read from its source."""
-    tree = ast.parse(SETTINGS.read_text())
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "Settings":
-            return {
+def class_fields(path: Path, is_wanted) -> set[str]:
+    """Annotated field names of the classes in `path` that `is_wanted(class_node)` picks."""
+    fields = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef) and is_wanted(node):
+            fields |= {
                 statement.target.id
                 for statement in node.body
                 if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
                 and statement.target.id != "model_config"
             }
-    raise AssertionError("app/settings.py has no class Settings")
+    return fields
+
+
+def settings_fields() -> set[str]:
+    """Every REEL_ setting: the fields of app/settings.py's Settings, read from its source,
+    plus those of the worker's subclass of it (knobs only a worker reads, same prefix)."""
+    fields = class_fields(SETTINGS, lambda node: node.name == "Settings")
+    assert fields, "app/settings.py has no class Settings with fields"
+    if WORKER_SETTINGS.exists():
+        fields |= class_fields(
+            WORKER_SETTINGS, lambda node: any(getattr(base, "id", None) == "Settings" for base in node.bases)
+        )
+    return fields
 
 
 def env_example_entries() -> dict[str, tuple[str, bool]]:
@@ -190,16 +203,17 @@ def test_env_example_documents_every_setting():
 
 
 def test_env_example_values_are_valid_settings(monkeypatch):
-    from app.settings import Settings
+    from worker.celery_app import WorkerSettings
 
     for name in list(os.environ):
         if name.startswith("REEL_"):
             monkeypatch.delenv(name)
     for name, (value, _commented) in env_example_entries().items():
         monkeypatch.setenv(name, value)
-    settings = Settings()
+    settings = WorkerSettings()  # Settings plus the worker's own fields
     assert settings.storage == "s3"
     assert settings.s3_endpoint_url == "http://minio:9000"
+    assert settings.visibility_timeout_seconds == 3600
 
 
 def dockerignore_patterns() -> list[str]:
