@@ -6,12 +6,14 @@ environment alone (`REEL_MAX_QUEUED=5000`) and tests build their own `Settings(.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The model's training sizes; /v1/models falls back to these when no worker has reported its own.
 STANDARD_SIZES = ("64x64", "112x64", "64x112", "96x96")
@@ -38,7 +40,7 @@ class Settings(BaseSettings):
     default_seconds: int = 2
     default_steps: int = 20
     default_guidance: float = 4.0
-    sizes: tuple[str, ...] = STANDARD_SIZES  # advertised when no worker reports its own
+    sizes: Annotated[tuple[str, ...], NoDecode] = STANDARD_SIZES  # advertised when no worker reports its own
 
     # Request limits (api.md)
     size_multiple: int = 16
@@ -87,9 +89,22 @@ class Settings(BaseSettings):
     @classmethod
     def _split_sizes(cls, value):
         # REEL_SIZES="64x64,112x64" as well as a JSON list.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return tuple(json.loads(value))
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _sizes_are_sizes(self) -> "Settings":
+        # A misconfigured size fails at start-up, not as a 500 on some later request.
+        for size in (*self.sizes, self.default_size):
+            match = re.fullmatch(r"(\d+)x(\d+)", size)
+            if not match or any(int(side) % self.size_multiple or not self.min_side <= int(side) <= self.max_side
+                                for side in match.groups()):
+                raise ValueError(f"size {size!r} is not 'WxH' with sides multiples of {self.size_multiple} "
+                                 f"in [{self.min_side}, {self.max_side}]")
+        return self
 
     @property
     def assets_dir(self) -> Path:
