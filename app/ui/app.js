@@ -499,7 +499,8 @@ function openCard(job, { focus = false } = {}) {
   remixInput.id = `remix-${job.id}`;
   $(".remix-label", el).htmlFor = remixInput.id;
   $(".remix-error", el).id = `remix-error-${job.id}`;
-  remixInput.setAttribute("aria-describedby", `remix-error-${job.id}`);
+  $(".remix-hint", el).id = `remix-hint-${job.id}`;
+  remixInput.setAttribute("aria-describedby", `remix-hint-${job.id} remix-error-${job.id}`);
   $(".progress", el).setAttribute("aria-label", "Progress");
   $(".remove", el).setAttribute("aria-label", "Delete this video");
   $(".remove", el).title = "Delete";
