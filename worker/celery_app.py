@@ -121,6 +121,14 @@ class Runtime:
                 log.info("model %s loaded (%s)", self.settings.model, self.pipeline.config.name)
             return self.pipeline
 
+    def ensure_ready(self) -> None:
+        """Load the model and start heartbeats (once per process)."""
+        with self._load_lock:
+            first = self.pipeline is None
+        self.load_pipeline()
+        if first:
+            self.start_heartbeat()
+
     def heartbeat_info(self) -> dict:
         config = self.pipeline.config
         return {
@@ -183,21 +191,22 @@ def consumes(queue: str) -> bool:
 @signals.worker_process_init.connect
 def _load_model(**_):
     # The process that runs the tasks: the prefork child, or the solo worker itself.
-    if not consumes(GENERATE_QUEUE):
-        return
-    current = runtime()
-    current.load_pipeline()
-    current.start_heartbeat()
+    if consumes(GENERATE_QUEUE):
+        runtime().ensure_ready()
 
 
 @signals.worker_ready.connect
-def _start_maintenance(**_):
-    if not consumes(MAINTENANCE_QUEUE):
-        return
-    from worker.jobs_runner import sweep_expired_assets
+def _ready(sender=None, **_):
+    pool = getattr(sender, "pool", None)
+    if consumes(GENERATE_QUEUE) and pool is not None and "prefork" not in type(pool).__module__:
+        # The threads pool has no worker_process_init; its threads share this process's model.
+        runtime().ensure_ready()
+    if consumes(MAINTENANCE_QUEUE):
+        from worker.jobs_runner import sweep_expired_assets
 
-    current = runtime()
-    current.every(settings.sweep_interval_seconds, lambda: sweep_expired_assets(current.store, current.storage), "sweeper")
+        current = runtime()
+        current.every(settings.sweep_interval_seconds, lambda: sweep_expired_assets(current.store, current.storage),
+                      "sweeper")
 
 
 @signals.worker_shutting_down.connect

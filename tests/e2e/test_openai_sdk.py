@@ -33,16 +33,18 @@ def wait_until(condition, timeout: float = 180.0, interval: float = 0.05, what: 
 
 
 class WebhookReceiver:
-    """A plain HTTP server on loopback that keeps every request it gets."""
+    """A plain HTTP server on loopback that keeps every request it gets; it answers `statuses`
+    in turn (the last one from then on)."""
 
-    def __init__(self):
+    def __init__(self, statuses=(200,)):
         received = self.received = []
+        answers = list(statuses)
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 received.append((dict(self.headers.items()), body))
-                self.send_response(200)
+                self.send_response(answers.pop(0) if len(answers) > 1 else answers[0])
                 self.end_headers()
 
             def log_message(self, *args):
@@ -205,3 +207,18 @@ def test_cancel_a_queued_and_a_running_job(client, stack):
     for video_id in (running.id, queued.id):
         with pytest.raises(openai.NotFoundError):
             client.videos.download_content(video_id)
+
+
+def test_a_failed_webhook_is_retried_with_the_same_id(client, stack):
+    receiver = WebhookReceiver(statuses=(503, 200))
+    try:
+        video = client.videos.create(prompt="a red square", seconds="0", extra_body={"webhook_url": receiver.url})
+        # The first attempt gets 503; the retry is due 5 s later (the first step of the schedule).
+        wait_until(lambda: len(receiver.received) >= 2, what="the retried webhook")
+    finally:
+        receiver.stop()
+    (first_headers, first_body), (second_headers, second_body) = receiver.received[:2]
+    assert first_headers["webhook-id"] == second_headers["webhook-id"]
+    assert json.loads(first_body) == json.loads(second_body)  # the same event (each attempt is signed anew)
+    event = client.webhooks.unwrap(second_body, second_headers, secret=stack.webhook_secret)
+    assert event.type == "video.completed" and event.data.id == video.id
