@@ -1,0 +1,145 @@
+"""Training runs of the tiny preset: checkpoints, logs, exact resume, export."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from app.cli import build_parser
+from model.config import preset
+from model.train import (
+    evaluate_vae_psnr,
+    latest_checkpoint,
+    learning_rate,
+    load_trained_vae,
+    plot_loss,
+    train_command,
+    train_dit,
+    train_vae,
+    vae_batch,
+)
+
+TINY = preset("tiny")
+VAE_ARGS = dict(pixel_budget=4096, checkpoint_every=2, eval_clips=2, log=lambda *_: None)
+DIT_ARGS = dict(token_budget=160, pool_size=12, checkpoint_every=2, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae")
+    train_vae(TINY, out, steps=4, seed=0, **VAE_ARGS)
+    return out
+
+
+def test_vae_run_writes_checkpoints_log_and_final_weights(vae_run):
+    records = [json.loads(line) for line in (vae_run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert all(set(r) >= {"step", "loss", "lr", "seconds"} and r["loss"] > 0 for r in records)
+    checkpoint = latest_checkpoint(vae_run)
+    assert checkpoint.name == "ckpt-0000004"
+    assert json.loads((checkpoint / "state.json").read_text())["step"] == 4
+    assert {p.name for p in checkpoint.iterdir()} == {"model.safetensors", "optimizer.pt", "state.json"}
+    vae, config = load_trained_vae(vae_run)
+    assert config == TINY
+    # The latent statistics were measured: no longer the identity defaults.
+    assert not torch.equal(vae.latent_std, torch.ones_like(vae.latent_std))
+    assert "heldout_psnr_db" in json.loads((vae_run / "eval.json").read_text())
+
+
+def test_interrupted_vae_run_resumes_to_the_same_weights(vae_run, tmp_path):
+    out = tmp_path / "resumed"
+    train_vae(TINY, out, steps=4, seed=0, stop_after=1, **VAE_ARGS)  # a process that stops after step 0
+    assert latest_checkpoint(out).name == "ckpt-0000001"
+    assert not (out / "vae.safetensors").exists()
+    train_vae(TINY, out, steps=4, seed=0, stop_after=2, **VAE_ARGS)
+    train_vae(TINY, out, steps=4, seed=0, **VAE_ARGS)
+    whole = load_file(str(vae_run / "vae.safetensors"))
+    resumed = load_file(str(out / "vae.safetensors"))
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.allclose(whole[name], resumed[name], atol=1e-6), name
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+
+
+def test_a_different_seed_sees_different_data():
+    a, b = vae_batch(5, 0, TINY, 4096, None), vae_batch(5, 1, TINY, 4096, None)
+    assert a.shape != b.shape or not torch.equal(a, b)
+    assert torch.equal(a, vae_batch(5, 0, TINY, 4096, None))
+
+
+def test_out_directory_of_another_run_is_refused(vae_run):
+    with pytest.raises(ValueError, match="different run"):
+        train_vae(preset("shapes-s"), vae_run, steps=1, **VAE_ARGS)
+
+
+def test_learning_rate_warms_up_then_decays():
+    rates = [learning_rate(s, 100, 1.0, 10) for s in range(100)]
+    assert rates[0] < rates[9] == 1.0
+    assert rates[-1] < rates[50] < rates[10]
+    assert min(rates[10:]) >= 0.1
+
+
+def test_psnr_is_high_for_a_perfect_round_trip_and_low_for_noise(vae_run):
+    vae, _ = load_trained_vae(vae_run)
+    assert evaluate_vae_psnr(vae, count=2) < 25  # four steps of training cannot reconstruct
+
+
+@pytest.fixture(scope="module")
+def dit_run(vae_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dit")
+    train_dit(TINY, vae_run, out, steps=4, seed=0, **DIT_ARGS)
+    return out
+
+
+def test_dit_run_exports_a_loadable_model_with_ema_weights(dit_run, vae_run):
+    from model.pipeline import TextToVideo, VideoSpec
+
+    export = dit_run / "export"
+    assert {p.name for p in export.iterdir()} == {"config.json", "vae.safetensors", "dit.safetensors"}
+    ema = load_file(str(latest_checkpoint(dit_run) / "ema.safetensors"))
+    exported = load_file(str(export / "dit.safetensors"))
+    assert all(torch.equal(ema[k], exported[k]) for k in ema)
+    model = load_file(str(latest_checkpoint(dit_run) / "model.safetensors"))
+    assert any(not torch.equal(model[k], ema[k]) for k in model)  # EMA is not the raw weights
+    pipeline = TextToVideo.from_pretrained(export)
+    assert torch.equal(pipeline.vae.latent_std, load_trained_vae(vae_run)[0].latent_std)
+    (video,) = pipeline.generate([VideoSpec("a red circle moving left", frames=9, steps=2)])
+    assert video.shape == (9, 64, 64, 3)
+    records = [json.loads(line) for line in (dit_run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert all(r["clips"] >= 1 for r in records)
+    assert sum(r["clips"] for r in records) == json.loads((latest_checkpoint(dit_run) / "state.json").read_text())["data_position"]
+
+
+def test_interrupted_dit_run_resumes_to_the_same_weights(dit_run, vae_run, tmp_path):
+    out = tmp_path / "resumed"
+    train_dit(TINY, vae_run, out, steps=4, seed=0, stop_after=1, **DIT_ARGS)
+    train_dit(TINY, vae_run, out, steps=4, seed=0, stop_after=2, **DIT_ARGS)
+    train_dit(TINY, vae_run, out, steps=4, seed=0, **DIT_ARGS)
+    for file_name in ("model.safetensors", "ema.safetensors"):
+        whole = load_file(str(latest_checkpoint(dit_run) / file_name))
+        resumed = load_file(str(latest_checkpoint(out) / file_name))
+        for name in whole:
+            assert torch.allclose(whole[name], resumed[name], atol=1e-6), (file_name, name)
+    whole_state = json.loads((latest_checkpoint(dit_run) / "state.json").read_text())
+    resumed_state = json.loads((latest_checkpoint(out) / "state.json").read_text())
+    assert whole_state["data_position"] == resumed_state["data_position"] >= 4
+
+
+def test_train_command_runs_from_the_cli_arguments(vae_run, tmp_path):
+    out = tmp_path / "cli"
+    args = build_parser().parse_args(
+        ["train", "vae", "--preset", "tiny", "--out", str(out), "--steps", "1", "--token-budget", "4096"]
+    )
+    assert train_command(args) == 0
+    assert (out / "vae.safetensors").exists() and (out / "loss.png").stat().st_size > 0
+    args = build_parser().parse_args(["train", "dit", "--preset", "tiny", "--out", str(tmp_path / "d"), "--steps", "1"])
+    with pytest.raises(SystemExit, match="--vae"):
+        train_command(args)
+
+
+def test_loss_plot_is_written(vae_run, tmp_path):
+    plot_loss(vae_run / "log.jsonl", tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
