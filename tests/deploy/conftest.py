@@ -64,3 +64,58 @@ def s3_bucket(s3_endpoint, s3_credentials):
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket=name)
     return name
+
+
+class ThreadedAPI:
+    """The real API (create_app under uvicorn) in a thread, on a free port."""
+
+    def __init__(self, settings):
+        import threading
+
+        import uvicorn
+
+        from app.main import create_app
+
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ThreadedAPI":
+        import time
+
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def s3_api(redis_url, s3_endpoint, s3_bucket, s3_credentials, tmp_path):
+    """Start the API on S3 storage with settings overrides: `s3_api(content_redirect=False)`."""
+    from app.settings import Settings
+
+    started = []
+
+    def start(**overrides) -> ThreadedAPI:
+        values = {
+            "redis_url": redis_url, "data_dir": tmp_path / "data", "storage": "s3", "s3_bucket": s3_bucket,
+            "s3_endpoint_url": s3_endpoint, "s3_region": "us-east-1", "api_key": "sk-reel-s3-test-key-0123456789",
+        }
+        values.update(overrides)
+        api = ThreadedAPI(Settings(**values)).__enter__()
+        started.append(api)
+        return api
+
+    yield start
+    for api in started:
+        api.__exit__(None, None, None)
