@@ -395,7 +395,7 @@ def train_dit(
     data: str = "shapes",
     device: str = "cpu",
     ema_decay: float = 0.999,
-    pool_size: int = 20000,
+    pool_size: int = 8000,
     stop_after: int | None = None,
     log=print,
 ):
