@@ -47,6 +47,6 @@ RUN mkdir -p /data && chown reel:reel /data
 USER reel
 ENV REEL_DATA_DIR=/data
 
-# Celery's warm shutdown lets the running generation finish on SIGTERM; give it
-# time with `stop_grace_period` (compose) or terminationGracePeriodSeconds (k8s).
+# On SIGTERM the running job stops at its next sampler step and goes back to the
+# queue; allow a step's time (`stop_grace_period`, terminationGracePeriodSeconds).
 CMD ["reel", "worker", "--queues", "generate", "--concurrency", "1", "--pool", "solo"]

@@ -12,6 +12,7 @@ memory adds weights and the largest activations of each phase by formula.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -143,8 +144,9 @@ def sizing(preset: str, width: int, height: int, seconds: int) -> Sizing:
     )
 
 
-def all_sizings() -> list[Sizing]:
-    return [sizing(preset, *request) for preset, requests in REQUESTS.items() for request in requests]
+@functools.lru_cache(maxsize=1)
+def all_sizings() -> tuple[Sizing, ...]:
+    return tuple(sizing(preset, *request) for preset, requests in REQUESTS.items() for request in requests)
 
 
 def _millions(count: int) -> str:
