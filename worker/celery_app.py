@@ -122,10 +122,15 @@ class Runtime:
             return self.pipeline
 
     def ensure_ready(self) -> None:
-        """Load the model and start heartbeats (once per process)."""
+        """Load the model and start heartbeats (once per process). A model that cannot be
+        loaded stops the worker before it takes a task: the jobs wait for a worker that can."""
         with self._load_lock:
             first = self.pipeline is None
-        self.load_pipeline()
+        try:
+            self.load_pipeline()
+        except Exception as error:
+            log.critical("cannot load model %r: %s", self.settings.model, error)
+            raise SystemExit(f"reel worker: cannot load model {self.settings.model!r}: {error}") from None
         if first:
             self.start_heartbeat()
 

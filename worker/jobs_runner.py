@@ -12,12 +12,18 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import redis
+
 from app.jobs import Job, JobStore
 from app.storage import Storage
 from app.webhooks import subscribed
 from worker import media
 
 log = logging.getLogger("reel.worker")
+
+# The store is restarting or unreachable (BusyLoadingError, while it replays its append-only file,
+# is a ConnectionError too).
+STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 ASSET_CONTENT_TYPES = {"video": "video/mp4", "thumbnail": "image/webp", "spritesheet": "image/jpeg"}
 ASSET_FILENAMES = {"video": "video.mp4", "thumbnail": "thumbnail.webp", "spritesheet": "spritesheet.jpg"}
@@ -35,6 +41,10 @@ class WorkerStopping(Exception):
     """The worker is shutting down: give the job back to the queue, unfinished."""
 
 
+class InvalidJob(Exception):
+    """The served model cannot make what the job asks for (the API's limits are wider than its own)."""
+
+
 @dataclass
 class JobContext:
     settings: object  # WorkerSettings
@@ -44,6 +54,25 @@ class JobContext:
     worker_id: str
     send_event: Callable[[Job, str], None]  # (job, "video.started" | ...): enqueue that webhook
     stopping: threading.Event | None = None  # set when the worker is shutting down
+
+
+def patiently(call, *args, patience: float = 120.0, **kwargs):
+    """`call(*args)`, tried again while the store is unreachable, for up to `patience` seconds.
+
+    For the transitions a job cannot do without (start, complete, fail): a store that
+    restarts must not turn a finished video into a failed job. If it stays away longer, the
+    error propagates, the task is not acknowledged, and Redis redelivers it later."""
+    deadline = time.monotonic() + patience
+    delay = 0.25
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except STORE_ERRORS as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("store unreachable (%s); trying again in %.1f s", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def asset_key(job_id: str, variant: str) -> str:
@@ -68,16 +97,16 @@ def run_job(job_id: str, context: JobContext) -> str:
     job back to the queue); every other failure is recorded on the job as `failed`.
     """
     store, settings = context.store, context.settings
-    job = store.get(job_id)
+    job = patiently(store.get, job_id)
     if job is None or job.is_final:
         log.info("job %s: %s, nothing to do", job_id, "gone" if job is None else job.status)
         return "skipped"
     if job.status == "in_progress" and job.attempts >= settings.max_attempts:
         # Each earlier attempt ended with its worker gone (killed, out of memory): stop retrying.
-        store.fail(job_id, "worker_lost", f"the job stopped its worker {job.attempts} times; giving up")
+        patiently(store.fail, job_id, "worker_lost", f"the job stopped its worker {job.attempts} times; giving up")
         _report(context, job, "video.failed")
         return "failed"
-    if not store.start(job_id, context.worker_id):
+    if not patiently(store.start, job_id, context.worker_id):
         return "skipped"
     _report(context, job, "video.started")
     log.info("job %s: started (%s, %s frames, %s steps)", job_id, job.size, job.frames, job.steps)
@@ -85,19 +114,19 @@ def run_job(job_id: str, context: JobContext) -> str:
     try:
         frames = _generate(job, context)
         assets = media.encode_assets(frames, fps=job.fps)
-        if store.is_cancel_requested(job_id):
+        if patiently(store.is_cancel_requested, job_id):
             raise JobCancelled()
         stored = store_assets(context.storage, job_id, assets)
-        if not store.complete(job_id, stored):
+        if not patiently(store.complete, job_id, stored):
             # Cancelled (or deleted) between the last step and now: keep no assets for it.
             context.storage.delete_prefix(job_id)
-            after = store.get(job_id)
+            after = patiently(store.get, job_id)
             if after is not None and after.status == "cancelled":
                 _report(context, job, "video.cancelled")
                 return "cancelled"
             return "skipped"
     except JobCancelled:
-        if store.mark_cancelled(job_id):
+        if patiently(store.mark_cancelled, job_id):
             _report(context, job, "video.cancelled")
         log.info("job %s: cancelled", job_id)
         return "cancelled"
@@ -107,10 +136,12 @@ def run_job(job_id: str, context: JobContext) -> str:
     except DeadlineExceeded:
         _fail(context, job, "deadline_exceeded", f"the job ran longer than {settings.job_deadline_seconds} s")
         return "failed"
-    except ValueError as error:
-        # The pipeline refuses a spec the API let through (e.g. a size this model does not take).
+    except InvalidJob as error:
         _fail(context, job, "invalid_request", str(error))
         return "failed"
+    except STORE_ERRORS:
+        # The store stayed away: leave the task unacknowledged, so that it is delivered again.
+        raise
     except Exception as error:
         log.exception("job %s failed", job_id)
         _fail(context, job, "internal_error", f"{type(error).__name__}: {error}")
@@ -133,6 +164,10 @@ def _generate(job: Job, context: JobContext):
         steps=job.steps,
         guidance=job.guidance,
     )
+    try:
+        context.pipeline.validate(spec)
+    except ValueError as error:
+        raise InvalidJob(f"model {job.model!r} cannot make this video: {error}") from None
     deadline = time.monotonic() + context.settings.job_deadline_seconds
     last_progress = -1
 
@@ -140,13 +175,18 @@ def _generate(job: Job, context: JobContext):
         nonlocal last_progress
         # Sampling is most of the work; 100 is written only when the assets are stored.
         progress = min(99, int(100 * step / steps))
-        if progress != last_progress:
-            # One write per percent: a progress event per step up to 100 steps, no more.
-            last_progress = progress
-            stop = context.store.set_progress(job.id, progress)
-            _report(context, job, "video.progress")
-        else:
-            stop = context.store.is_cancel_requested(job.id)
+        try:
+            if progress != last_progress:
+                # One write per percent: a progress event per step up to 100 steps, no more.
+                stop = context.store.set_progress(job.id, progress)
+                last_progress = progress
+                _report(context, job, "video.progress")
+            else:
+                stop = context.store.is_cancel_requested(job.id)
+        except STORE_ERRORS as error:
+            # Progress can wait for the store to come back; the video need not.
+            log.warning("job %s: progress not recorded (%s)", job.id, error)
+            stop = False
         if stop:
             raise JobCancelled()
         if context.stopping is not None and context.stopping.is_set():
@@ -159,7 +199,7 @@ def _generate(job: Job, context: JobContext):
 
 
 def _fail(context: JobContext, job: Job, code: str, message: str) -> None:
-    if context.store.fail(job.id, code, message):
+    if patiently(context.store.fail, job.id, code, message):
         _report(context, job, "video.failed")
     log.warning("job %s failed: %s: %s", job.id, code, message)
 
@@ -168,11 +208,10 @@ def _report(context: JobContext, job: Job, event_type: str) -> None:
     """Send the webhook for this event if the job asked for it; a broker hiccup must not fail the job."""
     if not subscribed(job, event_type):
         return
-    current = context.store.get(job.id)  # the event carries the job as it now stands
-    if current is None:
-        return
     try:
-        context.send_event(current, event_type)
+        current = context.store.get(job.id)  # the event carries the job as it now stands
+        if current is not None:
+            context.send_event(current, event_type)
     except Exception:
         log.warning("job %s: could not enqueue the %s webhook", job.id, event_type, exc_info=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import secrets
+import socket
 import time
 
 import av
@@ -39,10 +40,13 @@ def wait_until(condition, timeout: float = 240.0, interval: float = 0.05, what: 
 @pytest.fixture(scope="module")
 def valkey(tmp_path_factory):
     # appendfsync always: a write the API was told succeeded is on disk before the restart.
-    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey-aof"), persist=True,
+    # A fixed port, so that a restart comes back where the clients look for it.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ValkeyServer(port=port, data_dir=tmp_path_factory.mktemp("valkey-aof"), persist=True,
                           appendonly="yes", appendfsync="always")
     server.start()
-    server.fixed_port = server.port
     yield server
     if server.is_running():
         server.stop()
@@ -142,8 +146,9 @@ def test_queued_jobs_survive_a_redis_restart(stack, start_worker, valkey):
 
     port = valkey.port
     valkey.stop()
-    valkey._desired_port = port  # the same port and data dir: the append-only file is replayed
-    valkey.start()
+    # Longer than the Redis client's own reconnect attempts: the worker has to ride out a real outage.
+    time.sleep(6)
+    valkey.start()  # the same port and data dir: the append-only file is replayed
     assert valkey.port == port
 
     for video_id in [front, *waiting]:
