@@ -153,9 +153,9 @@ class WorkerSupervisor:
                     continue
                 code = self.process.returncode
                 started = time.monotonic()
-                log.warning("the worker exited with %s; starting it again (log: %s)", code, self.log_path)
-                print(f"reel serve: the worker exited with {code}; starting it again (log: {self.log_path})",
-                      file=sys.stderr, flush=True)
+                reason = self._last_line()
+                print(f"reel serve: the worker exited with {code}{': ' + reason if reason else ''}; "
+                      f"starting it again (log: {self.log_path})", file=sys.stderr, flush=True)
                 self.restarts += 1
             # A worker that dies at once (a broken model path) is not restarted in a tight loop.
             if self._stopping.wait(backoff):
@@ -165,6 +165,14 @@ class WorkerSupervisor:
                     return
                 self._spawn()
             backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
+
+    def _last_line(self) -> str:
+        """The worker's last words (e.g. why its model would not load)."""
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except FileNotFoundError:
+            return ""
+        return lines[-1][:500] if lines else ""
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopping.set()
