@@ -1,21 +1,26 @@
 """The service split the way a multi-machine deployment splits it, as separate OS processes.
 
-One Valkey server, an S3 server, two `reel api` processes and two `reel worker`
-processes (the tiny model), each started exactly as an operator would start them
-on its own machine: by command line and REEL_ environment variables, sharing
-nothing but Redis and the bucket. Jobs go to both APIs; both workers take some;
-a worker killed with SIGKILL in the middle of a job loses nothing: Redis gives the
-unacknowledged task to the other worker, which runs it again from the start.
+One Valkey server, an S3 server, two `reel api` processes, two `reel worker`
+processes on the `generate` queue (the tiny model) and one on `webhooks` and
+`maintenance` (as compose.yaml splits them), each started exactly as an operator
+would start them on its own machine: by command line and REEL_ environment
+variables, sharing nothing but Redis and the bucket. Jobs go to both APIs; both
+generation workers take some; every job's signed webhook arrives; a worker killed
+with SIGKILL in the middle of a job loses nothing: Redis gives the unacknowledged
+task to the other worker, which runs it again from the start.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -100,6 +105,46 @@ class Deployment:
                 process.popen.wait(timeout=5)
 
 
+class WebhookReceiver:
+    """An HTTP server on loopback that records every delivery (headers and body) and answers 204."""
+
+    def __init__(self):
+        self.deliveries: list[tuple[dict, bytes]] = []
+        lock = threading.Lock()
+        deliveries = self.deliveries
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with lock:
+                    deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/reel"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def completed_ids(self) -> set[str]:
+        return {json.loads(body)["data"]["id"] for _, body in list(self.deliveries)
+                if json.loads(body)["type"] == "video.completed"}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
 def free_port() -> int:
     import socket
 
@@ -125,6 +170,7 @@ def service_environment(redis_url: str, s3_endpoint: str, bucket: str, credentia
         "REEL_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY_TIMEOUT_SECONDS),
         "REEL_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
         "REEL_HEARTBEAT_INTERVAL_SECONDS": "1",
+        "REEL_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on loopback
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
@@ -154,11 +200,12 @@ def create(client: httpx.Client, **fields) -> dict:
     return response.json()
 
 
-def test_two_apis_two_workers_and_a_worker_killed_mid_job(deployment, redis_url, s3_bucket):
+def test_two_apis_two_workers_and_a_worker_killed_mid_job(deployment, receiver, redis_url, s3_bucket):
     store = JobStore(redis.Redis.from_url(redis_url), Settings(redis_url=redis_url))
     ports = [free_port(), free_port()]
     apis = [deployment.start(f"api{i}", "api", "--host", "127.0.0.1", "--port", str(port)) for i, port in enumerate(ports)]
-    workers = [deployment.start(f"worker{i}", "worker", "--queues", "generate,webhooks,maintenance") for i in range(2)]
+    workers = [deployment.start(f"worker{i}", "worker", "--queues", "generate") for i in range(2)]
+    deployment.start("worker-ops", "worker", "--queues", "webhooks,maintenance", "--pool", "threads", "--concurrency", "4")
     clients = [
         httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30)
         for port in ports
@@ -179,7 +226,11 @@ def test_two_apis_two_workers_and_a_worker_killed_mid_job(deployment, redis_url,
     deployment.mark("two APIs and two workers up")
 
     # Thirty jobs, alternating between the two APIs.
-    jobs = [create(clients[i % 2], prompt=f"a red circle moving right, take {i}", seed=i) for i in range(JOBS)]
+    jobs = [
+        create(clients[i % 2], prompt=f"a red circle moving right, take {i}", seed=i,
+               webhook_url=receiver.url, webhook_events=["video.completed"])
+        for i in range(JOBS)
+    ]
     ids = [job["id"] for job in jobs]
 
     def all_final():
@@ -205,6 +256,15 @@ def test_two_apis_two_workers_and_a_worker_killed_mid_job(deployment, redis_url,
         video = httpx.get(location)
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     assert clients[0].get(f"/v1/videos/{ids[1]}").json()["status"] == "completed"
+
+    # The webhooks worker delivered every job's video.completed, signed with the tenant's secret.
+    deployment.wait_for(lambda: receiver.completed_ids() >= set(ids), "every job's video.completed webhook", JOBS_TIMEOUT)
+    from standardwebhooks import Webhook
+
+    verifier = Webhook(store.tenant_webhook_secret("default"))
+    for headers, body in list(receiver.deliveries):
+        assert verifier.verify(body, headers)["data"]["status"] == "completed"
+    deployment.mark("webhooks delivered")
 
     # A long job; the worker that takes it is killed with SIGKILL while it samples.
     slow = create(clients[0], prompt="a blue square bouncing", size="128x128", seconds="4", steps=100, seed=7)
