@@ -70,8 +70,10 @@ def wait_until(condition, timeout: float = 120.0, interval: float = 0.05, what: 
 class WorkerProcess:
     """`python -m app.cli worker` with REEL_* settings in its environment; output goes to a log file."""
 
-    def __init__(self, redis_url: str, data_dir: Path, log_path: Path, model: str = "tiny", **settings):
+    def __init__(self, redis_url: str, data_dir: Path, log_path: Path, model: str = "tiny", args: tuple = (),
+                 **settings):
         self.redis_url, self.data_dir, self.log_path, self.model = redis_url, Path(data_dir), Path(log_path), model
+        self.args = tuple(args)  # extra `reel worker` arguments, e.g. ("--pool", "prefork")
         self.env = {**os.environ, "REEL_REDIS_URL": redis_url, "REEL_DATA_DIR": str(data_dir), "REEL_MODEL": model,
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         self.env.update({f"REEL_{name.upper()}": str(value) for name, value in settings.items()})
@@ -80,7 +82,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=self.env,
+            self.process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", *self.args], env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -154,8 +156,8 @@ def start_worker(tmp_path_factory):
     started: list[WorkerProcess] = []
     logs = tmp_path_factory.mktemp("worker-logs")
 
-    def start(redis_url: str, data_dir: Path, model: str = "tiny", **settings) -> WorkerProcess:
-        worker = WorkerProcess(redis_url, data_dir, logs / f"worker-{len(started)}.log", model, **settings).start()
+    def start(redis_url: str, data_dir: Path, model: str = "tiny", args: tuple = (), **settings) -> WorkerProcess:
+        worker = WorkerProcess(redis_url, data_dir, logs / f"worker-{len(started)}.log", model, args, **settings).start()
         started.append(worker)
         return worker
 
