@@ -230,7 +230,15 @@ def _reset_peak_rss() -> bool:
 
 
 def _max_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # The process's peak RSS in KiB: VmHWM, the high-water mark of this address space. ru_maxrss
+    # (getrusage) is not used: on Linux it also keeps the peak of the parent that started this
+    # process (it survives fork and exec), so a child of a big process would see the parent's peak.
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def memory_child(args) -> None:
@@ -435,8 +443,8 @@ def main(argv=None) -> None:
             "`torch.utils.flop_counter.FlopCounterMode` (matmuls + attention, as executed: our packed "
             "self-attention computes the full 2N x 2N score matrix under its block-diagonal mask). "
             "MFU = GFLOP/s over the sgemm rate above. Memory, MiB, each transformer in a fresh subprocess: "
-            "increase of the peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, peak reset through "
-            "`/proc/self/clear_refs` just before) over the first forward (with torch's one-time allocations) and "
+            "increase of the peak RSS (VmHWM in `/proc/self/status`, reset through `/proc/self/clear_refs` just "
+            "before; not `ru_maxrss`, which on Linux inherits the peak of the parent process) over the first forward (with torch's one-time allocations) and "
             "over a later forward (activations the allocator could not reuse), then the process's peak RSS "
             "(torch, the imports and the weights included). tracemalloc cannot see torch tensors.",
             "",
