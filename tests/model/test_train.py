@@ -81,7 +81,7 @@ def test_learning_rate_warms_up_then_decays():
     assert min(rates[10:]) >= 0.1
 
 
-def test_psnr_is_high_for_a_perfect_round_trip_and_low_for_noise(vae_run):
+def test_psnr_of_an_untrained_autoencoder_is_low(vae_run):
     vae, _ = load_trained_vae(vae_run)
     assert evaluate_vae_psnr(vae, count=2) < 25  # four steps of training cannot reconstruct
 
