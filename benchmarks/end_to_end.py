@@ -140,8 +140,8 @@ def main(argv=None) -> None:
             "",
             markdown_table(header, rows),
         ]
-        write_section("end-to-end", "\n".join(body))
-        print("wrote benchmarks/RESULTS.md (end-to-end section)")
+        write_section("end-to-end" + ("" if args.threads == 2 else f"-threads{args.threads}"), "\n".join(body))
+        print("wrote benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -452,8 +452,8 @@ def main(argv=None) -> None:
             "",
             PEER_SETTINGS,
         ]
-        write_section("sampler", "\n".join(body))
-        print("wrote benchmarks/RESULTS.md (sampler section)")
+        write_section("sampler" + ("" if args.threads == 2 else f"-threads{args.threads}"), "\n".join(body))
+        print("wrote benchmarks/RESULTS.md")
 
 
 PART_HEADER = ["clip WxHxT", "latent (C,t,h,w)", "tokens/row", "sampler", "text s", "step 1 s", "step median s",
