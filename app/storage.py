@@ -346,4 +346,4 @@ def make_storage(settings) -> Storage:
             region=settings.s3_region,
             public_endpoint_url=settings.s3_public_endpoint_url,
         )
-    raise ValueError(f"storage backend {settings.storage!r} is not available (known: local)")
+    raise ValueError(f"storage backend {settings.storage!r} is not available (known: local, s3)")

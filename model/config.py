@@ -151,7 +151,7 @@ PRESETS: dict[str, ModelConfig] = {
         ),
         # STDiT3-XL's width; 48 full spacetime blocks make about 1.03B parameters.
         dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=48, num_heads=16),
-        sizes=((640, 360), (360, 640), (512, 512)),
+        sizes=((640, 352), (352, 640), (512, 512)),
         max_side=1024,
         seconds=(0, 2, 4, 8),
     ),

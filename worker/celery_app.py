@@ -43,6 +43,18 @@ class WorkerSettings(Settings):
     heartbeat_interval_seconds: float = 5.0  # well inside worker_heartbeat_ttl_seconds
     sweep_interval_seconds: float = 300.0  # expired assets are deleted this often
     max_attempts: int = 3  # a job that took down its worker this many times is failed, not retried forever
+    # torch's intra-op threads for sampling; 0 keeps torch's default (all cores). On a machine
+    # shared with other work, fewer threads than cores avoids threads waiting on each other.
+    torch_threads: int = 0
+
+
+def resolve_device(setting: str) -> str:
+    """`auto` is the first GPU when one is visible, else the CPU; anything else is taken as given."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _transport_options(settings: WorkerSettings, base: dict) -> dict:
@@ -114,10 +126,15 @@ class Runtime:
         """The pipeline, loaded on first use and kept for the life of the process."""
         with self._load_lock:
             if self.pipeline is None:
+                import torch
+
                 from model import TextToVideo
 
-                log.info("loading model %s", self.settings.model)
-                self.pipeline = TextToVideo.load(self.settings.model)
+                device = resolve_device(self.settings.device)
+                if self.settings.torch_threads:
+                    torch.set_num_threads(self.settings.torch_threads)
+                log.info("loading model %s on %s", self.settings.model, device)
+                self.pipeline = TextToVideo.load(self.settings.model, device=device)
                 log.info("model %s loaded (%s)", self.settings.model, self.pipeline.config.name)
             return self.pipeline
 

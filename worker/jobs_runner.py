@@ -15,6 +15,7 @@ from typing import Callable
 import redis
 
 from app.jobs import Job, JobStore
+from app.metrics import observe_step_seconds
 from app.storage import Storage
 from app.webhooks import subscribed
 from worker import media
@@ -118,9 +119,12 @@ def run_job(job_id: str, context: JobContext) -> str:
             raise JobCancelled()
         stored = store_assets(context.storage, job_id, assets)
         if not patiently(store.complete, job_id, stored):
+            after = patiently(store.get, job_id)
+            if after is not None and after.status == "completed":
+                # Another attempt finished first under the same keys: those assets are the job's.
+                return "skipped"
             # Cancelled (or deleted) between the last step and now: keep no assets for it.
             context.storage.delete_prefix(job_id)
-            after = patiently(store.get, job_id)
             if after is not None and after.status == "cancelled":
                 _report(context, job, "video.cancelled")
                 return "cancelled"
@@ -170,12 +174,18 @@ def _generate(job: Job, context: JobContext):
         raise InvalidJob(f"model {job.model!r} cannot make this video: {error}") from None
     deadline = time.monotonic() + context.settings.job_deadline_seconds
     last_progress = -1
+    last_step_at: float | None = None
 
     def on_step(step: int, steps: int) -> None:
-        nonlocal last_progress
+        nonlocal last_progress, last_step_at
+        now = time.monotonic()
         # Sampling is most of the work; 100 is written only when the assets are stored.
         progress = min(99, int(100 * step / steps))
         try:
+            if last_step_at is not None:
+                # The first interval also holds text encoding, so step time starts at the second.
+                observe_step_seconds(context.store, now - last_step_at)
+            last_step_at = now
             if progress != last_progress:
                 # One write per percent: a progress event per step up to 100 steps, no more.
                 stop = context.store.set_progress(job.id, progress)

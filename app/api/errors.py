@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+import botocore.exceptions
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -99,6 +100,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _broker_down(request: Request, exc: Exception):
         log.warning("task broker unreachable: %s", exc)
         return error_response(503, "the task queue is unreachable; try again shortly", code="queue_unavailable",
+                              headers={"Retry-After": "5"})
+
+    @app.exception_handler(botocore.exceptions.ConnectionError)
+    @app.exception_handler(botocore.exceptions.HTTPClientError)
+    async def _object_store_down(request: Request, exc: Exception):
+        log.warning("object store unreachable: %s", exc)
+        return error_response(503, "the object store is unreachable; try again shortly", code="storage_unavailable",
                               headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

@@ -108,6 +108,12 @@ def check_against_workers(workers: list[dict], width: int, height: int, seconds:
                        param="seconds", code="invalid_value")
 
 
+def model_default(workers: list[dict], key: str, fallback):
+    """A default the model's workers report (its trained step count and guidance), else the setting."""
+    reported = [w[key] for w in workers if isinstance(w.get(key), (int, float))]
+    return reported[0] if reported else fallback
+
+
 def _video(store: JobStore, job: Job) -> Video:
     return Video.from_job(job, store.queue_position(job.id) if job.status == "queued" else None)
 
@@ -215,8 +221,10 @@ async def create_video(
         id=new_id("video"), tenant=tenant, model=model, prompt=body.prompt, negative_prompt=body.negative_prompt,
         width=width, height=height, seconds=seconds, fps=settings.fps, frames=1 + settings.fps * seconds,
         seed=body.seed if body.seed is not None else secrets.randbelow(2**31),
-        steps=body.steps if body.steps is not None else settings.default_steps,
-        guidance=body.guidance if body.guidance is not None else settings.default_guidance,
+        steps=body.steps if body.steps is not None else model_default(models[model], "default_steps",
+                                                                      settings.default_steps),
+        guidance=body.guidance if body.guidance is not None else model_default(models[model], "default_guidance",
+                                                                               settings.default_guidance),
         created_at=int(time.time()), metadata=body.metadata or {}, webhook_url=body.webhook_url,
         webhook_events=list(body.webhook_events or (DEFAULT_WEBHOOK_EVENTS if body.webhook_url else [])),
     )

@@ -253,7 +253,6 @@ def test_deleting_a_video_deletes_its_objects(s3_api, raw, s3_bucket):
     assert bucket_keys(raw, s3_bucket) == sorted(f"{other_id}/{name}" for name, _, _ in ASSETS.values())
 
 
-@pytest.mark.xfail(strict=True, reason="the API answers 500 when the object store is unreachable; api.md asks for 503")
 def test_content_during_an_s3_outage_is_503(s3_api, closed_port):
     api = s3_api(s3_endpoint_url=f"http://127.0.0.1:{closed_port}", content_redirect=False)
     job_id = finished_job(api, store_assets=False)

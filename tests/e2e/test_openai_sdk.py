@@ -112,6 +112,9 @@ def test_create_poll_and_download_every_variant(client):
 def test_create_and_poll_a_still_image(client):
     video = client.videos.create_and_poll(prompt="a blue square", seconds="0", size="64x64")
     assert video.status == "completed", video.error
+    # No steps or guidance asked: the worker's model defaults (tiny: 4 steps), not the settings' 3.
+    defaults = next(m for m in client.models.list().data if m.id == "tiny")
+    assert (video.steps, video.guidance) == (defaults.default_steps, defaults.default_guidance) == (4, 4.0)
     with av.open(io.BytesIO(client.videos.download_content(video.id).read())) as container:
         assert len(list(container.decode(video=0))) == 1
 
