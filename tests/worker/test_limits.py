@@ -38,15 +38,16 @@ def service(module_redis_url, start_worker, tmp_path_factory):
     store.redis.close()
 
 
-def new_job(steps: int, created_at: int | None = None) -> Job:
-    return Job(id=new_id("video"), tenant="acme", model="tiny", prompt="a slow red circle", width=64, height=64,
-               seconds=1, fps=8, frames=9, seed=1, steps=steps, guidance=4.0,
+def new_job(steps: int, created_at: int | None = None, side: int = 64, seconds: int = 1) -> Job:
+    return Job(id=new_id("video"), tenant="acme", model="tiny", prompt="a slow red circle", width=side, height=side,
+               seconds=seconds, fps=8, frames=1 + 8 * seconds, seed=1, steps=steps, guidance=4.0,
                created_at=created_at or int(time.time()))
 
 
 def test_a_job_past_its_deadline_fails_and_the_worker_goes_on(service):
     settings, store, celery, worker = service
-    slow = new_job(steps=1000)
+    # The largest clip the tiny model makes, at far more steps than fit in the deadline on any CPU.
+    slow = new_job(steps=1000, side=128, seconds=4)
     store.create(slow)
     send_generate(celery, slow.id)
     done = wait_until(lambda: (job := store.get(slow.id)).is_final and job, what="the slow job to end")
