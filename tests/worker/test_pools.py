@@ -14,15 +14,7 @@ from app.jobs import Job, JobStore, new_id
 from app.queue import make_celery, send_generate
 from app.settings import Settings
 
-
-def wait_until(condition, timeout: float = 240.0, interval: float = 0.1, what: str = "condition"):
-    """Poll until `condition()` is truthy and return it; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-    return value
+from waiting import wait_until
 
 
 def children(pid: int) -> set[int]:

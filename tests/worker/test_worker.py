@@ -20,17 +20,9 @@ from app.queue import SWEEP_TASK, make_celery, send_generate
 from app.settings import Settings
 from app.storage import LocalStorage
 
+from waiting import wait_until
+
 ASSET_TTL = 3600
-
-
-def wait_until(condition, timeout: float = 120.0, interval: float = 0.05, what: str = "condition"):
-    """Poll until `condition()` is truthy and return it; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-    return value
 
 
 class Service:
