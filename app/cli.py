@@ -104,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=_generate)
 
     train = commands.add_parser("train", help="train the autoencoder or the transformer (resumes from the last checkpoint)")
-    train.add_argument("stage", choices=["vae", "dit"])
+    train.add_argument("stage", choices=["vae", "dit", "export"],
+                       help="export: write a dit run's newest checkpoint (EMA weights) as a model directory")
     train.add_argument("--preset", default="shapes-s")
     train.add_argument("--out", required=True, help="run directory (checkpoints, loss log)")
     train.add_argument("--vae", default=None, help="dit stage: the trained autoencoder's run directory")
     train.add_argument("--data", default="shapes", help="'shapes' or a folder of videos with captions.jsonl")
-    train.add_argument("--steps", type=int, required=True, help="total optimiser steps of the run")
+    train.add_argument("--steps", type=int, default=None, help="total optimiser steps of the run")
+    train.add_argument("--to", default=None, help="export: the model directory to write")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--token-budget", type=int, default=None, help="tokens (or latent cells) per packed batch")

@@ -499,6 +499,27 @@ def export_model(path: Path, config: ModelConfig, vae: CausalVAE, dit_state: dic
     os.replace(tmp, path)
 
 
+def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path) -> int:
+    """Exports the EMA weights of a dit run's newest checkpoint, finished or not; returns its step.
+
+    A run that spans several sessions can be shipped as it stands, and later
+    replaced by the export of the finished run.
+    """
+    dit_run = Path(dit_run)
+    checkpoint = latest_checkpoint(dit_run)
+    if checkpoint is None:
+        raise ValueError(f"{dit_run}: no checkpoint yet")
+    saved = json.loads((dit_run / "config.json").read_text())
+    if saved.get("stage") != "dit":
+        raise ValueError(f"{dit_run} is not a dit run")
+    config = ModelConfig.from_dict(saved["model"])
+    vae, vae_config = load_trained_vae(vae_run)
+    if vae_config.vae != config.vae:
+        raise ValueError(f"the autoencoder in {vae_run} does not match the one {dit_run} was trained with")
+    export_model(Path(path), config, vae, load_file(str(checkpoint / "ema.safetensors")))
+    return json.loads((checkpoint / "state.json").read_text())["step"]
+
+
 # -----------------------------------------------------------------------------
 # the command and the loss plot
 
@@ -532,8 +553,14 @@ def plot_loss(log_path: str | Path, png_path: str | Path, title: str | None = No
 
 def train_command(args) -> int:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.stage == "export":
+        if not (args.vae and args.to):
+            raise SystemExit("reel train export needs --vae <the autoencoder's run> and --to <model directory>")
+        step = export_checkpoint(args.out, args.vae, args.to)
+        print(f"exported {args.out} at step {step} to {args.to}")
+        return 0
     config = preset(args.preset)
-    if args.steps < 1:
+    if args.steps is None or args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     if args.data != "shapes" and not Path(args.data).is_dir():
         raise SystemExit(f"--data must be 'shapes' or a folder of videos, got {args.data!r}")

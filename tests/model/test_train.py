@@ -143,3 +143,24 @@ def test_train_command_runs_from_the_cli_arguments(vae_run, tmp_path):
 def test_loss_plot_is_written(vae_run, tmp_path):
     plot_loss(vae_run / "log.jsonl", tmp_path / "loss.png")
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unfinished_dit_run_exports_its_newest_checkpoint(vae_run, tmp_path):
+    from model.pipeline import TextToVideo
+
+    run = tmp_path / "unfinished"
+    train_dit(TINY, vae_run, run, steps=4, seed=0, stop_after=2, **DIT_ARGS)
+    assert not (run / "export").exists()
+    parser = build_parser()
+    target = tmp_path / "model"
+    assert train_command(parser.parse_args(["train", "export", "--out", str(run), "--vae", str(vae_run),
+                                            "--to", str(target)])) == 0
+    ema = load_file(str(latest_checkpoint(run) / "ema.safetensors"))
+    exported = load_file(str(target / "dit.safetensors"))
+    assert ema.keys() == exported.keys() and all(torch.equal(ema[k], exported[k]) for k in ema)
+    assert TextToVideo.from_pretrained(target).config == TINY
+    with pytest.raises(SystemExit, match="--vae"):
+        train_command(parser.parse_args(["train", "export", "--out", str(run)]))
+    with pytest.raises(ValueError, match="not a dit run"):
+        train_command(parser.parse_args(["train", "export", "--out", str(vae_run), "--vae", str(vae_run),
+                                         "--to", str(tmp_path / "other")]))
