@@ -71,8 +71,9 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x, mask, context=None, rope=None):
-        # x: (N, D); context: (M, D) or None; mask: (N, N or M) bool; rope: (cos, sin) each (N, head_dim)
+    def forward(self, x, mask, context=None, rope=None, rows: int = 1):
+        # x: (N, D); context: (M, D) or None; mask: (N, N or M) additive, or None when the N tokens are
+        # `rows` sequences of equal length attended to apart; rope: (cos, sin) each (N, head_dim)
         N, D = x.shape
         H, Dh = self.num_heads, self.head_dim
         if self.cross:
@@ -84,7 +85,11 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (1, H, N, Dh)
+        if mask is None:
+            q, k, v = (a.reshape(H, rows, -1, Dh).transpose(0, 1) for a in (q, k, v))  # (rows, H, N / rows, Dh)
+            out = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(1, H, N, Dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # (1, H, N, Dh)
         return self.proj(out.squeeze(0).transpose(0, 1).reshape(N, D))  # (N, D)
 
 
@@ -116,7 +121,8 @@ class DiTBlock(nn.Module):
         # x: (N, D); modulation: (N, 6, D) per-token shared timestep modulation; text: (M, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (modulation + self.modulation).unbind(1)
         rope = (packing.rope_cos, packing.rope_sin)
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), packing.self_mask, rope=rope)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), packing.self_mask, rope=rope,
+                                     rows=packing.num_samples)
         x = x + self.cross_attn(self.norm2(x), packing.cross_mask, context=text)
         x = x + gate_mlp * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))
         return x  # (N, D)

@@ -127,15 +127,20 @@ class Packing:
     grids: list[Grid]  # token grid per sample
     lengths: list[int]  # tokens per sample (t*h*w)
     sample_ids: torch.Tensor  # (N,) long: which sample each token belongs to
-    self_mask: torch.Tensor  # (N, N) bool: True where a token may attend (same sample)
+    self_mask: torch.Tensor | None  # (N, N) additive (0 same sample, -inf elsewhere); None when all lengths are equal
     rope_cos: torch.Tensor  # (N, head_dim)
     rope_sin: torch.Tensor  # (N, head_dim)
     text_index: torch.Tensor  # (M,) long: positions of the valid text tokens in the flattened (B*L) text
-    cross_mask: torch.Tensor  # (N, M) bool: True where a token may attend a text token (same sample)
+    cross_mask: torch.Tensor  # (N, M) additive: 0 where a token may attend a text token (same sample), -inf elsewhere
 
     @property
     def num_samples(self) -> int:
         return len(self.grids)
+
+
+def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
+    # Built once per packing: attention would otherwise turn a boolean mask into this at every call.
+    return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
 
 
 def pack_layout(grids: list[Grid], text_mask: torch.Tensor, rope: Rope3D) -> Packing:
@@ -152,14 +157,16 @@ def pack_layout(grids: list[Grid], text_mask: torch.Tensor, rope: Rope3D) -> Pac
         raise ValueError("every sample needs at least one valid text token")
     lengths = [math.prod(g) for g in grids]
     sample_ids = torch.repeat_interleave(torch.arange(B, device=device), torch.tensor(lengths, device=device))
-    self_mask = sample_ids[:, None] == sample_ids[None, :]
+    # Samples of one length (a guided pair, a batch of same-shape requests) attend as a batch of
+    # separate sequences, which skips the masked-out blocks of the score matrix altogether.
+    self_mask = None if len(set(lengths)) == 1 else additive_mask(sample_ids[:, None] == sample_ids[None, :])
     tables = [rope.tables(g, device) for g in grids]
     rope_cos = torch.cat([c for c, _ in tables])
     rope_sin = torch.cat([s for _, s in tables])
     # Only the valid text tokens of each sample are kept (packed, like the video tokens).
     text_index = text_mask.reshape(-1).nonzero().squeeze(1)
     text_sample_ids = text_index // L
-    cross_mask = sample_ids[:, None] == text_sample_ids[None, :]
+    cross_mask = additive_mask(sample_ids[:, None] == text_sample_ids[None, :])
     return Packing(list(grids), lengths, sample_ids, self_mask, rope_cos, rope_sin, text_index, cross_mask)
 
 

@@ -60,11 +60,14 @@ def test_masks_are_block_diagonal_and_text_is_per_sample():
     packing = pack_layout([(1, 2, 2), (2, 1, 1)], text_mask, Rope3D(16))
     ids = torch.tensor([0, 0, 0, 0, 1, 1])
     assert torch.equal(packing.sample_ids, ids)
-    assert torch.equal(packing.self_mask, ids[:, None] == ids[None, :])
+    assert torch.equal(packing.self_mask == 0, ids[:, None] == ids[None, :])
+    assert torch.isneginf(packing.self_mask[packing.self_mask != 0]).all()
     # Sample 0 sees its two valid text tokens, sample 1 its three; padding is dropped.
     assert torch.equal(packing.text_index, torch.tensor([0, 1, 3, 4, 5]))
     text_ids = torch.tensor([0, 0, 1, 1, 1])
-    assert torch.equal(packing.cross_mask, ids[:, None] == text_ids[None, :])
+    assert torch.equal(packing.cross_mask == 0, ids[:, None] == text_ids[None, :])
+    # Samples of one length need no self-attention mask: they attend as a batch.
+    assert pack_layout([(1, 2, 2), (4, 1, 1)], text_mask, Rope3D(16)).self_mask is None
     with pytest.raises(ValueError, match="text token"):
         pack_layout([(1, 1, 1)], torch.zeros(1, 3, dtype=torch.bool), Rope3D(16))
 
@@ -118,6 +121,24 @@ def test_packed_forward_equals_separate_forward_passes():
             assert packed[i].shape == latents[i].shape
             assert (packed[i] - alone[0]).abs().max().item() < 1e-4
             assert alone[0].abs().max().item() > 1e-2  # a real output, not zeros
+
+
+def test_samples_of_one_length_attend_apart_without_a_mask():
+    config = preset("tiny").dit
+    dit = randomize(DiT(config), seed=3).eval()
+    latents = [torch.randn(config.latent_channels, 5, 8, 8) for _ in range(3)]
+    timesteps = torch.tensor([0.8, 0.4, 0.1])
+    text_states = torch.randn(3, 6, 384)
+    text_mask = torch.ones(3, 6, dtype=torch.bool)
+    text_mask[1, 4:] = False
+    assert dit.prepare([x.shape for x in latents], text_mask).self_mask is None
+    with torch.no_grad():
+        packed = dit(latents, timesteps, text_states, text_mask)
+        for i in range(3):
+            length = int(text_mask[i].sum())
+            alone = dit([latents[i]], timesteps[i : i + 1], text_states[i : i + 1, :length], text_mask[i : i + 1, :length])
+            assert (packed[i] - alone[0]).abs().max().item() < 1e-4
+            assert alone[0].abs().max().item() > 1e-2
 
 
 def test_prepared_packing_gives_the_same_output():
