@@ -78,15 +78,16 @@ def latent_shape(config: ModelConfig, width: int, height: int, frames: int) -> t
 
 
 def dit_flops(config: ModelConfig, tokens_per_row: int, rows: int = GUIDED_ROWS, text_tokens: int = TEXT_TOKENS) -> float:
-    """One forward over `rows` packed rows: 2 FLOPs per multiply-add of every linear layer, plus
-    attention (QK^T and AV over all packed tokens: the masked kernel computes every pair)."""
+    """One forward over `rows` packed rows of one request: 2 FLOPs per multiply-add of every linear
+    layer, plus attention. Rows of one length attend as a batch (QK^T and AV within each row); the
+    cross-attention runs over all packed text under its mask, so it computes every pair."""
     dit = config.dit
     D, patch = dit.hidden_size, dit.latent_channels * math.prod(dit.patch_size)
     N, M = tokens_per_row * rows, text_tokens * rows
     mlp = int(D * dit.mlp_ratio)
     per_block = (
         2 * N * D * 3 * D + 2 * N * D * D  # self-attention: qkv, output
-        + 4 * N * N * D  # self-attention scores and values
+        + 4 * rows * tokens_per_row**2 * D  # self-attention scores and values, row by row
         + 2 * N * D * D + 2 * M * D * 2 * D + 2 * N * D * D  # cross-attention: q, kv (text), output
         + 4 * N * M * D  # cross-attention scores and values
         + 2 * N * D * mlp * 2  # MLP
@@ -109,12 +110,14 @@ def vae_decode_flops(config: ModelConfig, latent: tuple[int, int, int, int]) -> 
     return float(counter.get_total_flops())
 
 
-def dit_activation_bytes(config: ModelConfig, tokens_per_row: int, rows: int = GUIDED_ROWS) -> float:
+def dit_activation_bytes(config: ModelConfig, tokens_per_row: int, rows: int = GUIDED_ROWS,
+                         text_tokens: int = TEXT_TOKENS) -> float:
     """bf16 activations of the widest moment of a block (about 20 token-widths per token: qkv,
     normed and rotated q/k, the shared (N, 6, D) modulation, the MLP's 4x hidden layer), plus the
-    packed attention masks: an N x N bool mask kept for all steps and its bf16 form inside attention."""
-    N, D = tokens_per_row * rows, config.dit.hidden_size
-    return 20 * N * D * 2 + N * N * (1 + 2)
+    cross-attention mask: N x M, fp32 kept for all steps and its bf16 form inside attention (rows of
+    one length need no self-attention mask)."""
+    N, M, D = tokens_per_row * rows, text_tokens * rows, config.dit.hidden_size
+    return 20 * N * D * 2 + N * M * (4 + 2)
 
 
 def vae_activation_bytes(config: ModelConfig, width: int, height: int, frames: int) -> float:

@@ -77,7 +77,8 @@ def client(stack):
 def test_create_poll_and_download_every_variant(client):
     created = client.videos.create(prompt="a red circle moving right on a white background", size="112x64",
                                    seconds="1", extra_body={"seed": 5, "steps": 2})
-    assert created.status == "queued" and created.id.startswith("video_")
+    # An idle worker may have taken the job before the answer was written.
+    assert created.status in ("queued", "in_progress") and created.id.startswith("video_")
     assert created.size == "112x64" and created.seconds == "1"
 
     video = client.videos.poll(created.id)

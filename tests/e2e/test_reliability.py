@@ -107,7 +107,8 @@ def frame_count(stack, video_id: str) -> int:
 
 def test_a_job_of_a_killed_worker_is_finished_by_the_next_one(stack, start_worker):
     first = start_short_visibility_worker(start_worker, stack)
-    video_id = create(stack, steps=60)
+    # The tiny model's largest clip at the most steps: long enough to be killed mid-way on any CPU.
+    video_id = create(stack, steps=100, size="128x128", seconds=4)
     wait_until(lambda: retrieve(stack, video_id)["progress"] > 0, what="the job to make progress")
     first.kill()  # SIGKILL mid-job: no ack, no reject, no clean-up
     stranded = retrieve(stack, video_id)
@@ -120,7 +121,7 @@ def test_a_job_of_a_killed_worker_is_finished_by_the_next_one(stack, start_worke
     assert record.attempts == 2
     assert record.worker_id.endswith(f"-{second.pid}")
     assert asset_files(stack, video_id) == ["spritesheet.jpg", "thumbnail.webp", "video.mp4"]
-    assert frame_count(stack, video_id) == 9
+    assert frame_count(stack, video_id) == 33
 
     # Exactly one run took it over: once a later job is done, the first has not run a third time.
     later = create(stack, steps=1, seconds=0)
@@ -131,7 +132,7 @@ def test_a_job_of_a_killed_worker_is_finished_by_the_next_one(stack, start_worke
 
 def test_queued_jobs_survive_a_redis_restart(stack, start_worker, valkey):
     worker = the_worker(start_worker, stack)
-    front = create(stack, steps=40)
+    front = create(stack, steps=100, size="128x128", seconds=4)
     waiting = [create(stack, steps=2, seed=i) for i in range(3)]
     wait_until(lambda: retrieve(stack, front)["progress"] > 0, what="the first job to start")
     assert all(retrieve(stack, video_id)["status"] == "queued" for video_id in waiting)
@@ -147,5 +148,5 @@ def test_queued_jobs_survive_a_redis_restart(stack, start_worker, valkey):
         done = wait_final(stack, video_id)
         assert done["status"] == "completed", (video_id, done["error"])
         assert asset_files(stack, video_id) == ["spritesheet.jpg", "thumbnail.webp", "video.mp4"]
-        assert frame_count(stack, video_id) == 9
+        assert frame_count(stack, video_id) == (33 if video_id == front else 9)
     assert worker.process.poll() is None  # the worker rode it out
