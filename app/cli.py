@@ -116,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--token-budget", type=int, default=None, help="tokens (or latent cells) per packed batch")
     train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--pool-size", type=int, default=None,
+                       help="dit stage: distinct Shapes clips whose latents are encoded once and reused (default 8000)")
     train.add_argument("--device", default="cpu")
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: up to 2)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="measure prompt adherence on the held-out Shapes set")

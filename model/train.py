@@ -427,12 +427,17 @@ def train_dit(
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
         start, position = state["step"], state["data_position"]
+        # The data stream depends on these too: continuing with others would not be the same run.
+        for name, value in (("pool_size", pool_size), ("token_budget", token_budget)):
+            if state.get(name, value) != value:
+                raise ValueError(f"{out} was started with {name}={state[name]}; resume it with the same value (got {value})")
         log(f"resuming from {checkpoint} at step {start}")
     truncate_log(out, start)
 
     def checkpoint_now(step):
         tensors = {"model.safetensors": dit.state_dict(), "ema.safetensors": ema}
-        state = {"step": step, "seed": seed, "stage": "dit", "data_position": position}
+        state = {"step": step, "seed": seed, "stage": "dit", "data_position": position,
+                 "pool_size": pool_size, "token_budget": token_budget}
         save_checkpoint(out, step, tensors, optimizer, state)
 
     dit.train()
@@ -552,7 +557,9 @@ def plot_loss(log_path: str | Path, png_path: str | Path, title: str | None = No
 
 
 def train_command(args) -> int:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # One thread is the right choice on a shared 2-core machine: a second OpenMP thread that
+    # another process keeps descheduled stalls every parallel op (benchmarks/RESULTS.md).
+    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     if args.stage == "export":
         if not (args.vae and args.to):
             raise SystemExit("reel train export needs --vae <the autoencoder's run> and --to <model directory>")
@@ -573,6 +580,7 @@ def train_command(args) -> int:
     else:
         if not args.vae:
             raise SystemExit("reel train dit needs --vae <the autoencoder's run directory>")
-        train_dit(config, args.vae, args.out, token_budget=args.token_budget, **common)
+        pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
+        train_dit(config, args.vae, args.out, token_budget=args.token_budget, **pool, **common)
     plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")
     return 0

@@ -11,6 +11,7 @@ from openai import OpenAI
 from app import webhooks
 from app.auth import create_key
 from api_harness import complete_job
+from waiting import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -59,9 +60,7 @@ def test_sdk_errors_carry_param_and_code(sdk):
 
 def test_sdk_create_and_poll_honours_poll_after(api, sdk):
     def act_as_worker():
-        jobs: list = []
-        while not jobs:
-            jobs = api.store.list("acme", limit=1)[0]
+        jobs = wait_until(lambda: api.store.list("acme", limit=1)[0], what="the job")
         complete_job(api, jobs[0].id)
 
     worker = threading.Thread(target=act_as_worker)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from api_harness import assert_error, complete_job, create
+from waiting import wait_until
 
 
 def test_create_json_returns_a_queued_video(api, client):
@@ -330,10 +331,7 @@ def test_prefer_wait_returns_the_finished_job(api, client):
     thread = threading.Thread(target=post)
     thread.start()
     # Act as the worker once the job exists.
-    job_id = None
-    while job_id is None:
-        ids = api.store.list("acme", limit=1)[0]
-        job_id = ids[0].id if ids else None
+    job_id = wait_until(lambda: [job.id for job in api.store.list("acme", limit=1)[0]], what="the job")[0]
     complete_job(api, job_id)
     thread.join()
     response = result["response"]

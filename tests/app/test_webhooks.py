@@ -16,6 +16,7 @@ from app import webhooks
 from app.auth import create_key
 from app.queue import make_celery
 from api_harness import assert_error, create
+from waiting import wait_until
 
 
 class Receiver:
@@ -153,8 +154,8 @@ def test_due_retries_are_sent_to_the_webhooks_queue_by_the_api(private_api):
     api = private_api
     message = {"event": {"id": "evt_x", "type": "video.completed"}, "tenant": "acme", "url": "http://x/", "attempt": 3}
     api.store.schedule_webhook(message, time.time() - 1)
-    while api.redis.llen("webhooks") == 0:  # the API's background round runs every 2 s
-        time.sleep(0.1)
+    # the API's background round runs every 2 s
+    wait_until(lambda: api.redis.llen("webhooks"), interval=0.1, what="the due retry on the webhooks queue")
     assert broker_messages(api, "webhooks") == [message]
     assert api.store.scheduled_webhooks() == []
 

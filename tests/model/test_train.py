@@ -128,6 +128,19 @@ def test_interrupted_dit_run_resumes_to_the_same_weights(dit_run, vae_run, tmp_p
     assert whole_state["data_position"] == resumed_state["data_position"] >= 4
 
 
+def test_a_dit_run_resumes_only_with_the_data_settings_it_started_with(vae_run, tmp_path):
+    out = tmp_path / "run"
+    train_dit(TINY, vae_run, out, steps=4, seed=0, stop_after=1, **DIT_ARGS)
+    with pytest.raises(ValueError, match="pool_size=12"):
+        train_dit(TINY, vae_run, out, steps=4, seed=0, stop_after=1, **{**DIT_ARGS, "pool_size": 13})
+    with pytest.raises(ValueError, match="token_budget=160"):
+        train_dit(TINY, vae_run, out, steps=4, seed=0, stop_after=1, **{**DIT_ARGS, "token_budget": 200})
+    args = build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(vae_run), "--out", str(out),
+                                      "--steps", "4", "--token-budget", "160", "--pool-size", "12", "--threads", "1"])
+    assert train_command(args) == 0
+    assert json.loads((latest_checkpoint(out) / "state.json").read_text())["step"] == 4
+
+
 def test_train_command_runs_from_the_cli_arguments(vae_run, tmp_path):
     out = tmp_path / "cli"
     args = build_parser().parse_args(
