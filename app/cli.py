@@ -104,11 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=_generate)
 
     train = commands.add_parser("train", help="train the autoencoder or the transformer (resumes from the last checkpoint)")
-    train.add_argument("stage", choices=["vae", "dit", "export"],
-                       help="export: write a dit run's newest checkpoint (EMA weights) as a model directory")
+    train.add_argument("stage", choices=["vae", "dit", "decoder", "export"],
+                       help="decoder: fine-tune a finished autoencoder's decoder, its encoder frozen; "
+                            "export: write a dit run's newest checkpoint (EMA weights) as a model directory")
     train.add_argument("--preset", default="shapes-s")
     train.add_argument("--out", required=True, help="run directory (checkpoints, loss log)")
-    train.add_argument("--vae", default=None, help="dit stage: the trained autoencoder's run directory")
+    train.add_argument("--vae", default=None, help="dit, decoder, export: the trained autoencoder's run directory")
     train.add_argument("--data", default="shapes", help="'shapes' or a folder of videos with captions.jsonl")
     train.add_argument("--steps", type=int, default=None, help="total optimiser steps of the run")
     train.add_argument("--to", default=None, help="export: the model directory to write")

@@ -1,7 +1,13 @@
-"""Training: the autoencoder stage and the transformer stage, resumable.
+"""Training: the autoencoder stage, the transformer stage and a decoder stage, resumable.
 
     reel train vae --preset shapes-s --out runs/vae --steps 5000
     reel train dit --preset shapes-s --vae runs/vae --out runs/dit --steps 4000
+    reel train decoder --preset shapes-s --vae runs/vae --out runs/decoder --steps 5000
+
+The decoder stage fine-tunes the autoencoder's decoder with its encoder frozen
+(as Stable Diffusion's improved VAE decoders were made): the latent space stays
+bit for bit the one the transformer learns, so the decoder can keep improving
+while the transformer trains, on another core.
 
 A run lives in one directory and may span several processes: every
 `--checkpoint-every` steps (and at the end) the weights, optimiser state and a
@@ -15,14 +21,15 @@ Run directory layout:
     log.jsonl                one line per step: step, loss, lr, seconds
     latest                   name of the newest complete checkpoint directory
     ckpt-0000200/            model.safetensors, [ema.safetensors], optimizer.pt, state.json
-    vae.safetensors          vae stage: final weights with measured latent statistics
-    eval.json                vae stage: held-out PSNR
+    vae.safetensors          vae/decoder stage: final weights with measured latent statistics
+    eval.json                vae/decoder stage: held-out PSNR
     export/                  dit stage: config.json, vae.safetensors, dit.safetensors (EMA)
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
@@ -251,18 +258,32 @@ def train_vae(
     device: str = "cpu",
     stop_after: int | None = None,
     eval_clips: int = 32,
+    frozen_encoder_from: str | Path | None = None,
     log=print,
 ) -> CausalVAE:
-    """Trains (or continues training) the autoencoder; `stop_after` ends this process early, as an interruption would."""
+    """Trains (or continues training) the autoencoder; `stop_after` ends this process early, as an interruption would.
+
+    With `frozen_encoder_from` (a finished vae run) this is the decoder stage: the
+    weights and latent statistics start from that run and only the decoder learns.
+    """
     out = Path(out)
-    prepare_run(out, config, "vae")
-    lr = lr or 1.5e-3
+    stage = "vae" if frozen_encoder_from is None else "decoder"
+    prepare_run(out, config, stage)
+    lr = lr or (1.5e-3 if stage == "vae" else 5e-4)
     pixel_budget = pixel_budget or 2 * 17 * 64 * 64
     folder = None if data == "shapes" else FolderClips(data, seed)
 
     torch.manual_seed(seed)
     vae = CausalVAE(config.vae).to(device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if frozen_encoder_from is not None:
+        trained, trained_config = load_trained_vae(frozen_encoder_from, device)
+        if trained_config.vae != config.vae:
+            raise ValueError(f"the autoencoder in {frozen_encoder_from} has another VAEConfig than preset {config.name!r}")
+        vae.load_state_dict(trained.state_dict())
+        vae.encoder.requires_grad_(False)
+    optimizer = torch.optim.AdamW(
+        [p for p in vae.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99), weight_decay=0.0
+    )
     start = 0
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
@@ -273,7 +294,7 @@ def train_vae(
     truncate_log(out, start)
 
     def checkpoint_now(step):
-        save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, {"step": step, "seed": seed, "stage": "vae"})
+        save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, {"step": step, "seed": seed, "stage": stage})
 
     vae.train()
     last_step = steps if stop_after is None else min(steps, start + stop_after)
@@ -286,7 +307,7 @@ def train_vae(
         loss, parts = vae_loss(vae, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
         optimizer.step()
         record = {"step": step, "loss": loss.item(), **parts, "lr": step_lr, "seconds": time.time() - began, "shape": list(x.shape)}
         append_log(out, record)
@@ -299,8 +320,10 @@ def train_vae(
     if last_step < steps:
         return vae
 
-    # The run is complete: measure the latent statistics, store the final weights, score held-out clips.
-    measure_latent_stats(vae, seed, config, count=max(4, eval_clips))
+    # The run is complete: measure the latent statistics (a frozen encoder keeps its own), store the
+    # final weights, score held-out clips.
+    if stage == "vae":
+        measure_latent_stats(vae, seed, config, count=max(4, eval_clips))
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors.tmp"))
     os.replace(out / "vae.safetensors.tmp", out / "vae.safetensors")
     psnr = evaluate_vae_psnr(vae, seed=seed, count=eval_clips, sizes=config.sizes)
@@ -320,6 +343,16 @@ def load_trained_vae(run: str | Path, device: str = "cpu") -> tuple[CausalVAE, M
     vae = CausalVAE(config.vae)
     vae.load_state_dict(load_file(str(weights)))
     return vae.to(device).eval().requires_grad_(False), config
+
+
+def encoder_fingerprint(vae: CausalVAE) -> str:
+    """A digest of everything that makes a latent (encoder weights, latent statistics), not of the decoder."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(vae.state_dict().items()):
+        if not name.startswith("decoder."):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 # -----------------------------------------------------------------------------
@@ -428,7 +461,7 @@ def train_dit(
         state = json.loads((checkpoint / "state.json").read_text())
         start, position = state["step"], state["data_position"]
         # The data stream depends on these too: continuing with others would not be the same run.
-        for name, value in (("pool_size", pool_size), ("token_budget", token_budget)):
+        for name, value in (("pool_size", pool_size), ("token_budget", token_budget), ("encoder", encoder_fingerprint(vae))):
             if state.get(name, value) != value:
                 raise ValueError(f"{out} was started with {name}={state[name]}; resume it with the same value (got {value})")
         log(f"resuming from {checkpoint} at step {start}")
@@ -437,7 +470,7 @@ def train_dit(
     def checkpoint_now(step):
         tensors = {"model.safetensors": dit.state_dict(), "ema.safetensors": ema}
         state = {"step": step, "seed": seed, "stage": "dit", "data_position": position,
-                 "pool_size": pool_size, "token_budget": token_budget}
+                 "pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae)}
         save_checkpoint(out, step, tensors, optimizer, state)
 
     dit.train()
@@ -518,11 +551,13 @@ def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path
     if saved.get("stage") != "dit":
         raise ValueError(f"{dit_run} is not a dit run")
     config = ModelConfig.from_dict(saved["model"])
+    state = json.loads((checkpoint / "state.json").read_text())
     vae, vae_config = load_trained_vae(vae_run)
-    if vae_config.vae != config.vae:
-        raise ValueError(f"the autoencoder in {vae_run} does not match the one {dit_run} was trained with")
+    # Any decoder will do (a decoder run's is the better one), but the latents must be the ones it learned.
+    if vae_config.vae != config.vae or state.get("encoder", encoder_fingerprint(vae)) != encoder_fingerprint(vae):
+        raise ValueError(f"the autoencoder in {vae_run} does not encode as the one {dit_run} was trained with")
     export_model(Path(path), config, vae, load_file(str(checkpoint / "ema.safetensors")))
-    return json.loads((checkpoint / "state.json").read_text())["step"]
+    return state["step"]
 
 
 # -----------------------------------------------------------------------------
@@ -577,6 +612,10 @@ def train_command(args) -> int:
     )
     if args.stage == "vae":
         train_vae(config, args.out, pixel_budget=args.token_budget, **common)
+    elif args.stage == "decoder":
+        if not args.vae:
+            raise SystemExit("reel train decoder needs --vae <the finished autoencoder run whose encoder it keeps>")
+        train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=args.vae, **common)
     else:
         if not args.vae:
             raise SystemExit("reel train dit needs --vae <the autoencoder's run directory>")

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from app.cli import build_parser
 from model.config import preset
 from model.train import (
+    encoder_fingerprint,
     evaluate_vae_psnr,
     latest_checkpoint,
     learning_rate,
@@ -61,6 +62,30 @@ def test_interrupted_vae_run_resumes_to_the_same_weights(vae_run, tmp_path):
         assert torch.allclose(whole[name], resumed[name], atol=1e-6), name
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2, 3]
+
+
+def test_decoder_stage_keeps_the_encoder_and_its_latents(vae_run, dit_run, tmp_path):
+    out = tmp_path / "decoder"
+    train_vae(TINY, out, steps=4, seed=1, frozen_encoder_from=vae_run, stop_after=2, **VAE_ARGS)
+    train_vae(TINY, out, steps=4, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)  # resumed
+    before, after = load_file(str(vae_run / "vae.safetensors")), load_file(str(out / "vae.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("decoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert encoder_fingerprint(load_trained_vae(out)[0]) == encoder_fingerprint(load_trained_vae(vae_run)[0])
+    # The transformer trained on vae_run's latents ships with the tuned decoder, never with another encoder.
+    parser = build_parser()
+    assert train_command(parser.parse_args(["train", "export", "--out", str(dit_run), "--vae", str(out),
+                                            "--to", str(tmp_path / "model")])) == 0
+    shipped = load_file(str(tmp_path / "model" / "vae.safetensors"))
+    assert all(torch.equal(shipped[k], after[k]) for k in after)
+    other = tmp_path / "other-vae"
+    train_vae(TINY, other, steps=2, seed=5, **VAE_ARGS)
+    with pytest.raises(ValueError, match="does not encode as"):
+        train_command(parser.parse_args(["train", "export", "--out", str(dit_run), "--vae", str(other),
+                                         "--to", str(tmp_path / "refused")]))
+    with pytest.raises(SystemExit, match="--vae"):
+        train_command(parser.parse_args(["train", "decoder", "--preset", "tiny", "--out", str(tmp_path / "d"),
+                                         "--steps", "1"]))
 
 
 def test_a_different_seed_sees_different_data():
