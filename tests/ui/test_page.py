@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from waiting import wait_until
+
 # Records every progress value a card shows, so that a test can tell a live bar from a jump to the end.
 RECORD_PROGRESS = """
 window.__progress = {};
@@ -366,4 +368,62 @@ def test_full_queue_says_when_to_retry(new_page, service, artifacts, page_errors
         finally:
             for video_id in made:
                 client.post(f"/v1/videos/{video_id}/cancel")
+    assert page_errors == []
+
+
+def test_a_failed_job_shows_its_error(new_page, service, artifacts, page_errors):
+    """A job whose worker gave up (here the store's own transitions stand in for it) says why on its card."""
+    import redis
+
+    from app.jobs import Job, JobStore, new_id
+    from app.settings import Settings
+
+    key = service.new_key("failures")
+    client = redis.Redis.from_url(service.redis_url)
+    try:
+        store = JobStore(client, Settings(redis_url=service.redis_url))
+        job = Job(id=new_id("video"), tenant="failures", model="tiny", prompt="a job that cannot finish",
+                  width=64, height=64, seconds=2, fps=8, frames=17, seed=1, steps=2, guidance=4.0,
+                  created_at=int(time.time()))
+        store.create(job)  # no task is sent: no worker takes it
+        assert store.start(job.id, "a-worker-that-gives-up")
+        assert store.fail(job.id, "deadline_exceeded", "the job ran past its 900 s deadline")
+    finally:
+        client.close()
+
+    page = new_page()
+    enter_key(page, key)
+    tile = page.locator(f".gallery-item[data-id='{job.id}'] .tile")
+    tile.wait_for(timeout=WAIT_MS)
+    assert "failed" in page.locator(f".gallery-item[data-id='{job.id}']").inner_text().lower()
+    tile.click()
+    card = page.locator(f".card[data-id='{job.id}']")
+    card.wait_for()
+    assert card_status(card) == "failed"
+    error = card.locator(".card-error")
+    assert error.is_visible()
+    assert error.inner_text() == "the job ran past its 900 s deadline (deadline_exceeded)"
+    assert card.locator("video").count() == 0 and card.locator(".cancel").is_hidden()
+    page.screenshot(path=artifacts / "15-failed-job.png")
+    assert page_errors == []
+
+
+def test_library_tiles_show_thumbnails_of_finished_videos(new_page, service, artifacts, page_errors):
+    key = service.new_key("thumbnails")
+    with service.client(key) as client:
+        ids = [client.post("/v1/videos", json={"prompt": f"a green square moving up {n}", "steps": 1}).json()["id"]
+               for n in range(2)]
+        for video_id in ids:
+            wait_until(lambda: client.get(f"/v1/videos/{video_id}").json()["status"] == "completed",
+                       timeout=WAIT_MS / 1000, interval=0.1, what=f"{video_id} to complete")
+    page = new_page()
+    enter_key(page, key)
+    for video_id in ids:
+        # The tile's thumbnail is the API's WebP, decoded by the browser (naturalWidth > 0).
+        page.wait_for_function(
+            "id => { const img = document.querySelector(`.gallery-item[data-id='${id}'] .tile-thumb img`);"
+            " return img && img.complete && img.naturalWidth > 0; }",
+            arg=video_id, timeout=WAIT_MS,
+        )
+    page.screenshot(path=artifacts / "16-library-thumbnails.png")
     assert page_errors == []
