@@ -119,8 +119,8 @@ def build_forward(name: str, config, shape, text_lengths: tuple[int, int], dit=N
 
     The batch is what the sampler runs for one video with guidance: two rows of
     latent `shape`, the first with the prompt's text_lengths[0] tokens, the second
-    with the empty prompt's text_lengths[1]. Our DiT packs both rows into one
-    sequence with a block-diagonal mask and sees only the valid text tokens; the
+    with the empty prompt's text_lengths[1]. Our DiT packs both rows (rows of one
+    length attend as a batch, without a mask) and sees only the valid text tokens; the
     peers take a (2, ...) batch and, having no text mask in these classes, attend
     to all text_lengths[0] tokens of both rows.
     Returns (callable, parameter count).
@@ -440,8 +440,8 @@ def main(argv=None) -> None:
             "### Transformer forward (one guided step: 2 rows)",
             "",
             f"Median and min of {args.repeats} round-robin runs after one warm-up. GFLOP: counted by "
-            "`torch.utils.flop_counter.FlopCounterMode` (matmuls + attention, as executed: our packed "
-            "self-attention computes the full 2N x 2N score matrix under its block-diagonal mask). "
+            "`torch.utils.flop_counter.FlopCounterMode` (matmuls + attention, as executed: the two rows of "
+            "a guided pair have one length, so our self-attention runs them as a batch of two N x N score matrices). "
             "MFU = GFLOP/s over the sgemm rate above. Memory, MiB, each transformer in a fresh subprocess: "
             "increase of the peak RSS (VmHWM in `/proc/self/status`, reset through `/proc/self/clear_refs` just "
             "before; not `ru_maxrss`, which on Linux inherits the peak of the parent process) over the first forward (with torch's one-time allocations) and "
