@@ -67,6 +67,14 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
     return pixels.permute(1, 2, 3, 0).cpu().numpy()
 
 
+def check_device(device) -> torch.device:
+    """The torch device asked for, or a clear error when it names a GPU this machine does not have."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but torch sees no CUDA GPU here (use 'cpu')")
+    return device
+
+
 class TextToVideo:
     def __init__(self, config: ModelConfig, vae: CausalVAE, dit: DiT, text: TextEncoder, device="cpu"):
         if config.dit.latent_channels != config.vae.latent_channels:
@@ -75,7 +83,7 @@ class TextToVideo:
                 f"vae.latent_channels ({config.vae.latent_channels})"
             )
         self.config = config
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         self.dit = dit.to(self.device).eval().requires_grad_(False)
         self.text = text
@@ -85,6 +93,7 @@ class TextToVideo:
     @classmethod
     def from_preset(cls, name: str, seed: int = 0, device="cpu") -> "TextToVideo":
         """Random weights of a preset (for tests and trying the plumbing), seeded."""
+        check_device(device)
         config = preset(name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -96,6 +105,7 @@ class TextToVideo:
         """A checkpoint directory: config.json, vae.safetensors, dit.safetensors."""
         from safetensors.torch import load_file
 
+        check_device(device)
         path = Path(path)
         missing = [f for f in ("config.json", "vae.safetensors", "dit.safetensors") if not (path / f).is_file()]
         if missing:

@@ -197,3 +197,18 @@ def test_presets_are_seeded():
     for (name, x), y, z in zip(a.vae.state_dict().items(), b.vae.state_dict().values(), c.vae.state_dict().values()):
         assert torch.equal(x, y), name
     assert any(not torch.equal(x, z) for x, z in zip(a.dit.parameters(), c.dit.parameters()))
+
+
+def test_the_device_is_an_argument_and_bf16_autocast_is_for_cuda_only(pipe, tmp_path):
+    assert pipe.device == torch.device("cpu")
+    with pipe._autocast():  # on the CPU: no autocast at all (bf16 is hundreds of times slower here)
+        assert not torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    if torch.cuda.is_available():
+        assert TextToVideo.from_preset("tiny", device="cuda").device.type == "cuda"
+    else:
+        pipe.save_pretrained(tmp_path / "model")
+        for make in (lambda: TextToVideo.from_preset("tiny", device="cuda"),
+                     lambda: TextToVideo.from_pretrained(tmp_path / "model", device="cuda:0")):
+            with pytest.raises(ValueError, match="no CUDA GPU"):
+                make()
