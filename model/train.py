@@ -272,12 +272,14 @@ def train_vae(
     stop_after: int | None = None,
     eval_clips: int = 32,
     frozen_encoder_from: str | Path | None = None,
+    stills_share: float = 1 / 3,
     log=print,
 ) -> CausalVAE:
     """Trains (or continues training) the autoencoder; `stop_after` ends this process early, as an interruption would.
 
     With `frozen_encoder_from` (a finished vae run) this is the decoder stage: the
     weights and latent statistics start from that run and only the decoder learns.
+    The first `stills_share` of a vae run's steps show still images only (see vae_batch).
     """
     out = Path(out)
     stage = "vae" if frozen_encoder_from is None else "decoder"
@@ -297,23 +299,32 @@ def train_vae(
     optimizer = torch.optim.AdamW(
         [p for p in vae.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99), weight_decay=0.0
     )
+    if not 0 <= stills_share <= 1:
+        raise ValueError(f"stills_share must be between 0 and 1, got {stills_share}")
+    stills_until = int(steps * stills_share) if stage == "vae" else 0
     start = 0
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
         vae.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-        start = json.loads((checkpoint / "state.json").read_text())["step"]
+        state = json.loads((checkpoint / "state.json").read_text())
+        start = state["step"]
+        # The data stream depends on these too: continuing with others would not be the same run.
+        for name, value in (("pixel_budget", pixel_budget), ("stills_until", stills_until)):
+            if state.get(name, value) != value:
+                raise ValueError(f"{out} was started with {name}={state[name]}; resume it with the same value (got {value})")
         log(f"resuming from {checkpoint} at step {start}")
     truncate_log(out, start)
 
     def checkpoint_now(step):
-        save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, {"step": step, "seed": seed, "stage": stage})
+        state = {"step": step, "seed": seed, "stage": stage, "pixel_budget": pixel_budget, "stills_until": stills_until}
+        save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, state)
 
     vae.train()
     last_step = steps if stop_after is None else min(steps, start + stop_after)
     for step in range(start, last_step):
         began = time.time()
-        x = vae_batch(step, seed, config, pixel_budget, folder, stills_until=steps // 3 if stage == "vae" else 0).to(device)
+        x = vae_batch(step, seed, config, pixel_budget, folder, stills_until=stills_until).to(device)
         step_lr = learning_rate(step, steps, lr, warmup=min(200, steps // 10 + 1))
         for group in optimizer.param_groups:
             group["lr"] = step_lr
@@ -624,7 +635,8 @@ def train_command(args) -> int:
         data=args.data, device=args.device, log=functools.partial(print, flush=True),
     )
     if args.stage == "vae":
-        train_vae(config, args.out, pixel_budget=args.token_budget, **common)
+        shares = {} if args.stills_share is None else {"stills_share": args.stills_share}
+        train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **common)
     elif args.stage == "decoder":
         if not args.vae:
             raise SystemExit("reel train decoder needs --vae <the finished autoencoder run whose encoder it keeps>")

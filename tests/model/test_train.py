@@ -88,6 +88,21 @@ def test_decoder_stage_keeps_the_encoder_and_its_latents(vae_run, dit_run, tmp_p
                                          "--steps", "1"]))
 
 
+def test_a_vae_run_starts_with_stills_and_resumes_only_with_its_data_settings(tmp_path):
+    out = tmp_path / "run"
+    train_vae(TINY, out, steps=6, seed=0, stop_after=3, **VAE_ARGS)
+    frames = [json.loads(line)["shape"][2] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert frames[:2] == [1, 1]  # the first third of 6 steps
+    assert vae_batch(1, 0, TINY, 4096, None, stills_until=2).shape[2] == 1
+    assert any(vae_batch(step, 0, TINY, 4096, None).shape[2] > 1 for step in range(8))
+    with pytest.raises(ValueError, match="stills_until=2"):
+        train_vae(TINY, out, steps=6, seed=0, stills_share=0.0, **VAE_ARGS)
+    with pytest.raises(ValueError, match="pixel_budget=4096"):
+        train_vae(TINY, out, steps=6, seed=0, **{**VAE_ARGS, "pixel_budget": 8192})
+    with pytest.raises(ValueError, match="stills_share"):
+        train_vae(TINY, tmp_path / "other", steps=6, seed=0, stills_share=1.5, **VAE_ARGS)
+
+
 def test_a_different_seed_sees_different_data():
     a, b = vae_batch(5, 0, TINY, 4096, None), vae_batch(5, 1, TINY, 4096, None)
     assert a.shape != b.shape or not torch.equal(a, b)
