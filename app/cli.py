@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--token-budget", type=int, default=None, help="tokens (or latent cells) per packed batch")
     train.add_argument("--checkpoint-every", type=int, default=200)
     train.add_argument("--stills-share", type=float, default=None,
-                       help="vae stage: the share of the first steps that show still images only (default 1/3)")
+                       help="vae stage: the share of the first steps that show still images only (default 0)")
     train.add_argument("--pool-size", type=int, default=None,
                        help="dit stage: distinct Shapes clips whose latents are encoded once and reused (default 8000)")
     train.add_argument("--device", default="cpu")

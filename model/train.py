@@ -272,7 +272,7 @@ def train_vae(
     stop_after: int | None = None,
     eval_clips: int = 32,
     frozen_encoder_from: str | Path | None = None,
-    stills_share: float = 1 / 3,
+    stills_share: float = 0.0,
     log=print,
 ) -> CausalVAE:
     """Trains (or continues training) the autoencoder; `stop_after` ends this process early, as an interruption would.

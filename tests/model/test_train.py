@@ -90,7 +90,7 @@ def test_decoder_stage_keeps_the_encoder_and_its_latents(vae_run, dit_run, tmp_p
 
 def test_a_vae_run_starts_with_stills_and_resumes_only_with_its_data_settings(tmp_path):
     out = tmp_path / "run"
-    train_vae(TINY, out, steps=6, seed=0, stop_after=3, **VAE_ARGS)
+    train_vae(TINY, out, steps=6, seed=0, stop_after=3, stills_share=1 / 3, **VAE_ARGS)
     frames = [json.loads(line)["shape"][2] for line in (out / "log.jsonl").read_text().splitlines()]
     assert frames[:2] == [1, 1]  # the first third of 6 steps
     assert vae_batch(1, 0, TINY, 4096, None, stills_until=2).shape[2] == 1
