@@ -28,7 +28,7 @@ from model.patches import Packing, Rope3D, apply_rotary, pack, pack_layout, toke
 
 
 def modulate(x, shift, scale):
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one op
 
 
 class TimestepEmbedder(nn.Module):

@@ -95,20 +95,21 @@ class Rope3D:
         return torch.cat(parts, dim=-1)
 
     def tables(self, grid: Grid, device) -> tuple[torch.Tensor, torch.Tensor]:
-        # -> cos, sin: (t*h*w, head_dim), halves repeated for rotate_half
+        # -> cos, signed sin: (t*h*w, head_dim). The halves are repeated, and the first half
+        # of the sine is negated, so that apply_rotary needs no negation of its own.
         key = (tuple(grid), str(device))
         if key not in self._cache:
             angles = self._angles(grid_positions(grid, device))
-            angles = torch.cat([angles, angles], dim=-1)
-            self._cache[key] = (angles.cos().float(), angles.sin().float())
+            sin = angles.sin()
+            self._cache[key] = (torch.cat([angles, angles], dim=-1).cos().float(), torch.cat([-sin, sin], dim=-1).float())
         return self._cache[key]
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (..., N, head_dim); cos, sin: (N, head_dim)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    # x: (..., N, head_dim); cos, signed_sin: (N, head_dim) from Rope3D.tables.
+    # Pair i is (x_i, x_{i + half}): x_i cos - x_{i+half} sin, x_{i+half} cos + x_i sin.
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    return x * cos + torch.cat([x[..., half:], x[..., :half]], dim=-1) * signed_sin
 
 
 # ---------------------------------------------------------------------------
@@ -129,7 +130,7 @@ class Packing:
     sample_ids: torch.Tensor  # (N,) long: which sample each token belongs to
     self_mask: torch.Tensor | None  # (N, N) additive (0 same sample, -inf elsewhere); None when all lengths are equal
     rope_cos: torch.Tensor  # (N, head_dim)
-    rope_sin: torch.Tensor  # (N, head_dim)
+    rope_sin: torch.Tensor  # (N, head_dim), signed as Rope3D.tables gives it
     text_index: torch.Tensor  # (M,) long: positions of the valid text tokens in the flattened (B*L) text
     cross_mask: torch.Tensor  # (N, M) additive: 0 where a token may attend a text token (same sample), -inf elsewhere
 
