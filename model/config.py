@@ -45,6 +45,7 @@ class DiTConfig:
     text_dim: int = 384  # width of the text encoder's token states (MiniLM-L6: 384)
     rope_theta: float = 10000.0  # base of the rotary frequencies
     rope_split: tuple[int, int, int] = (2, 3, 3)  # share of each head's rotary pairs given to (t, h, w), in eighths
+    pooled_text: bool = False  # also add the mean of the text tokens to the timestep embedding (SD3)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ PRESETS: dict[str, ModelConfig] = {
         name="shapes-s",
         vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
         # 192 wide, 8 deep, head dim 64: 5.26M parameters with the shared (adaLN-single) modulation (VAE 2.69M).
-        dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3),
+        dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
     "b": ModelConfig(

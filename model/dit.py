@@ -156,6 +156,10 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(D)
         # Caption projection from the text encoder's width (PixArt-alpha's y_embedder).
         self.y_embedder = Mlp(config.text_dim, D, D)
+        # The prompt as a whole, added to the timestep embedding (SD3's pooled text vector,
+        # Esser et al., 2024): global attributes (background, colour) reach every block
+        # through the modulation, not only through cross-attention.
+        self.pooled_embedder = Mlp(config.text_dim, D, D) if config.pooled_text else None
         # adaLN-single: one modulation of the timestep for every block.
         self.t_modulation = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
         self.blocks = nn.ModuleList([DiTBlock(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
@@ -175,6 +179,9 @@ class DiT(nn.Module):
         # Embedding MLPs of the timestep and the caption: small normal (DiT, PixArt-alpha).
         for linear in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.y_embedder.fc1, self.y_embedder.fc2):
             nn.init.normal_(linear.weight, std=0.02)
+        if self.pooled_embedder is not None:  # starts at zero: the network begins as the timestep alone drives it
+            nn.init.normal_(self.pooled_embedder.fc1.weight, std=0.02)
+            nn.init.zeros_(self.pooled_embedder.fc2.weight)
         # adaLN-Zero: every modulation starts at zero, so each gate is zero and each
         # block is the identity; the cross-attention (ungated) gets a zero output projection.
         nn.init.zeros_(self.t_modulation[-1].weight)
@@ -208,6 +215,10 @@ class DiT(nn.Module):
         B, L, _ = text_states.shape
         x = self.x_embedder(pack(latents, self.patch_size))  # (N, D)
         c = self.t_embedder(timesteps)  # (B, D)
+        if self.pooled_embedder is not None:
+            weights = text_mask.to(text_states.dtype).unsqueeze(-1)  # (B, L, 1)
+            pooled = (text_states * weights).sum(1) / weights.sum(1)  # (B, text_dim), valid tokens only
+            c = c + self.pooled_embedder(pooled)  # (B, D)
         modulation = self.t_modulation(c).view(B, 6, -1)[packing.sample_ids]  # (N, 6, D)
         c = c[packing.sample_ids]  # (N, D)
         text = self.y_embedder(text_states.reshape(B * L, -1)[packing.text_index])  # (M, D)

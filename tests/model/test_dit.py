@@ -82,7 +82,7 @@ def test_parameters_of_tiny_including_its_vae_under_one_million():
 @pytest.mark.parametrize(
     "name, millions",
     [
-        ("shapes-s", 5.26),  # 192 wide, 8 deep: ~5M (adaLN-single keeps the modulation to one 192 x 1152 map)
+        ("shapes-s", 5.37),  # 192 wide, 8 deep: ~5M (adaLN-single keeps the modulation to one 192 x 1152 map)
         ("b", 119.9),  # 768 x 12
         ("l", 414.5),  # 1024 x 24
         ("xl", 1034.6),  # 1152 x 48: about 1B, the size of Open-Sora 1.2's STDiT3-XL (1.1B)
@@ -117,3 +117,26 @@ def test_training_reduces_the_flow_matching_loss():
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
     assert dit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_pooled_text_starts_at_zero_ignores_padding_and_carries_the_prompt():
+    import dataclasses
+
+    torch.manual_seed(0)
+    dit = DiT(dataclasses.replace(preset("tiny").dit, pooled_text=True)).eval()
+    latents, timesteps, text_states, text_mask = tiny_inputs()
+    with torch.no_grad():
+        start = dit.pooled_embedder(text_states.mean(1))
+        assert torch.equal(start, torch.zeros_like(start))  # the network starts as without it
+        randomize(dit, seed=3)
+        base = dit(latents, timesteps, text_states, text_mask)
+        padded = text_states.clone()
+        padded[1, 3:] = 100.0  # beyond sample 1's mask: the mean must not see it
+        assert (dit(latents, timesteps, padded, text_mask)[1] - base[1]).abs().max() < 1e-5
+        # With every cross-attention silenced, the prompt still reaches the output through the pool.
+        for block in dit.blocks:
+            block.cross_attn.proj.weight.zero_()
+            block.cross_attn.proj.bias.zero_()
+        silenced = dit(latents, timesteps, text_states, text_mask)
+        other_prompt = dit(latents, timesteps, text_states + 1, text_mask)
+    assert (silenced[0] - other_prompt[0]).abs().max() > 1e-3
