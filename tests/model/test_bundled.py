@@ -9,6 +9,11 @@ import pytest
 from model import TextToVideo, VideoSpec
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reel-shapes-v1"
+# Floors for the quick quality check, well above chance (1 in 4 backgrounds, 1 in 9 colours) and one
+# case under what the shipped weights score on these 8 prompts (5 and 3 of 8; docs/model.md has the
+# full evaluation). The model is still in training: raise them with each better checkpoint.
+BACKGROUND_AT_LEAST = 4 / 8
+COLOR_AT_LEAST = 2 / 8
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,25 @@ def test_it_makes_the_asked_shapes_and_frame_counts_deterministically(pipeline):
     videos = pipeline.generate(specs)
     assert [v.shape for v in videos] == [(9, 64, 64, 3), (1, 64, 112, 3), (17, 112, 64, 3)]
     assert all(v.dtype == np.uint8 for v in videos)
-    (again,) = pipeline.generate([specs[0]])
-    assert np.array_equal(again, videos[0])
+    again = pipeline.generate(specs)
+    assert all(np.array_equal(a, v) for a, v in zip(again, videos))
+    # Alone, a spec gives the same video up to float summation order (a level here and there).
+    (alone,) = pipeline.generate([specs[0]])
+    difference = np.abs(alone.astype(int) - videos[0].astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.001
     (other_seed,) = pipeline.generate([dataclasses.replace(specs[0], seed=99)])
     assert not np.array_equal(other_seed, videos[0])
+
+
+def test_it_follows_a_handful_of_held_out_prompts(pipeline):
+    """A quick quality check: one held-out prompt per motion (unseen combinations and phrasings),
+    at the default steps, scored by the Shapes analyzer. `reel eval` runs the whole set."""
+    from model.evaluate import analyze, heldout_cases, summarize
+
+    cases = heldout_cases()[::6]
+    specs = [VideoSpec(c.prompt, width=c.width, height=c.height, frames=c.frames, seed=c.seed) for c in cases]
+    results = [analyze(video, case.scene) for video, case in zip(pipeline.generate(specs), cases)]
+    summary = summarize(results)
+    assert len(cases) == 8
+    assert summary["background"] >= BACKGROUND_AT_LEAST, results
+    assert summary["color"] >= COLOR_AT_LEAST, results
