@@ -64,7 +64,7 @@ class FlowConfig:
     base_shift: float = 1.0  # shift at base_tokens tokens
     max_shift: float = 3.0  # upper bound of the resolution-dependent shift
     logit_normal_mean: float = 0.0  # training timesteps: sigmoid(N(mean, std))
-    logit_normal_std: float = 1.0  # spread of the logit-normal (SD3's default 0, 1 weights the middle times)
+    logit_normal_std: float = 1.0  # spread of the logit-normal (SD3 uses mean 0, std 1: most weight mid-path)
     text_dropout: float = 0.1  # share of training captions replaced by "" (teaches the unconditional branch)
 
 
@@ -118,7 +118,8 @@ PRESETS: dict[str, ModelConfig] = {
     "shapes-s": ModelConfig(
         name="shapes-s",
         vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
-        # 192 wide, 8 deep, head dim 64: 5.26M parameters with the shared (adaLN-single) modulation (VAE 2.69M).
+        # 192 wide, 8 deep, head dim 64: 5.37M parameters with the shared (adaLN-single) modulation and the
+        # pooled-text projection (VAE 2.69M).
         dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).

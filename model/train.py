@@ -181,6 +181,13 @@ def latest_checkpoint(out: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def refuse_other_settings(out: Path, state: dict, settings: dict) -> None:
+    """A run resumes only with the data settings it started with: the data stream depends on them too."""
+    for name, value in settings.items():
+        if state.get(name, value) != value:
+            raise ValueError(f"{out} was started with {name}={state[name]}; resume it with the same value (got {value})")
+
+
 def append_log(out: Path, record: dict) -> None:
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -296,12 +303,12 @@ def train_vae(
             raise ValueError(f"the autoencoder in {frozen_encoder_from} has another VAEConfig than preset {config.name!r}")
         vae.load_state_dict(trained.state_dict())
         vae.encoder.requires_grad_(False)
-    optimizer = torch.optim.AdamW(
-        [p for p in vae.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99), weight_decay=0.0
-    )
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     if not 0 <= stills_share <= 1:
         raise ValueError(f"stills_share must be between 0 and 1, got {stills_share}")
     stills_until = int(steps * stills_share) if stage == "vae" else 0
+    data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until}
     start = 0
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
@@ -309,15 +316,12 @@ def train_vae(
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
         start = state["step"]
-        # The data stream depends on these too: continuing with others would not be the same run.
-        for name, value in (("pixel_budget", pixel_budget), ("stills_until", stills_until)):
-            if state.get(name, value) != value:
-                raise ValueError(f"{out} was started with {name}={state[name]}; resume it with the same value (got {value})")
+        refuse_other_settings(out, state, data_settings)
         log(f"resuming from {checkpoint} at step {start}")
     truncate_log(out, start)
 
     def checkpoint_now(step):
-        state = {"step": step, "seed": seed, "stage": stage, "pixel_budget": pixel_budget, "stills_until": stills_until}
+        state = {"step": step, "seed": seed, "stage": stage, **data_settings}
         save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, state)
 
     vae.train()
@@ -331,7 +335,7 @@ def train_vae(
         loss, parts = vae_loss(vae, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         record = {"step": step, "loss": loss.item(), **parts, "lr": step_lr, "seconds": time.time() - began, "shape": list(x.shape)}
         append_log(out, record)
@@ -476,6 +480,8 @@ def train_dit(
     dit = DiT(config.dit).to(device)
     ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
     optimizer = torch.optim.AdamW(dit.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    # The latents come from this encoder: a run records it with the settings its data stream depends on.
+    data_settings = {"pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae)}
     start, position = 0, 0
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
@@ -484,17 +490,13 @@ def train_dit(
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
         start, position = state["step"], state["data_position"]
-        # The data stream depends on these too: continuing with others would not be the same run.
-        for name, value in (("pool_size", pool_size), ("token_budget", token_budget), ("encoder", encoder_fingerprint(vae))):
-            if state.get(name, value) != value:
-                raise ValueError(f"{out} was started with {name}={state[name]}; resume it with the same value (got {value})")
+        refuse_other_settings(out, state, data_settings)
         log(f"resuming from {checkpoint} at step {start}")
     truncate_log(out, start)
 
     def checkpoint_now(step):
         tensors = {"model.safetensors": dit.state_dict(), "ema.safetensors": ema}
-        state = {"step": step, "seed": seed, "stage": "dit", "data_position": position,
-                 "pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae)}
+        state = {"step": step, "seed": seed, "stage": "dit", "data_position": position, **data_settings}
         save_checkpoint(out, step, tensors, optimizer, state)
 
     dit.train()
