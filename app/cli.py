@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--steps", type=int, default=None)
     evaluate.add_argument("--sampler", default=None)
     evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--autoencoder", action="store_true",
+                          help="score the autoencoder's round trip of the true renders (the ceiling it sets), not generations")
     evaluate.set_defaults(handler=_eval)
     return parser
 

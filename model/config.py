@@ -23,6 +23,7 @@ class VAEConfig:
     blocks_per_stage: int = 1  # residual blocks per stage
     spatial_only_stages: int = 1  # the first N stages use (1, 3, 3) kernels in their residual blocks (cheaper)
     latent_penalty: float = 1e-4  # training: weight of the L2 penalty on the raw latent (keeps its scale bounded)
+    foreground_weight: float = 0.0  # training: extra loss weight on pixels unlike their frame's border (and next to them)
     decode_chunk_latent_frames: int = 4  # latent frames decoded at once (bounds memory on long clips)
 
     @property
@@ -117,10 +118,10 @@ PRESETS: dict[str, ModelConfig] = {
     # The bundled CPU model (reel-shapes-v1).
     "shapes-s": ModelConfig(
         name="shapes-s",
-        vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
+        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
         # 192 wide, 8 deep, head dim 64: 5.37M parameters with the shared (adaLN-single) modulation and the
         # pooled-text projection (VAE 2.69M).
-        dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
+        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
     "b": ModelConfig(

@@ -490,16 +490,37 @@ def frame_grid(videos: list[np.ndarray], labels: list[str], columns: int = 4, ce
     return grid
 
 
+def autoencoder_round_trip(pipeline, case: EvalCase) -> np.ndarray:
+    """The case's true render, encoded and decoded: what a transformer that made perfect latents would show."""
+    import torch
+
+    from model.data.shapes import render
+    from model.pipeline import to_uint8
+
+    video = render(case.scene, case.width, case.height, case.frames)
+    pixels = torch.from_numpy(video).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None]
+    with torch.inference_mode():
+        latent = pipeline.vae.encode(pixels.to(pipeline.device))
+    return to_uint8(pipeline.decode([latent[0]])[0])
+
+
 def evaluate_model(pipeline, cases: list[EvalCase], steps: int | None = None, sampler: str | None = None,
-                   cell_budget: int = 64 * 64 * 33 * 4, progress=None) -> tuple[list[dict], list[np.ndarray]]:
-    """Generate every case (several per packed `generate` call) and analyze it against its scene."""
+                   cell_budget: int = 64 * 64 * 33 * 4, progress=None,
+                   autoencoder_only: bool = False) -> tuple[list[dict], list[np.ndarray]]:
+    """Generate every case (several per packed `generate` call) and analyze it against its scene.
+
+    With `autoencoder_only` the transformer is left out: each case's true render goes through the
+    autoencoder instead, which measures the ceiling the autoencoder sets on every score.
+    """
     from model.pipeline import VideoSpec
 
     results, videos = [], []
     for batch in _batches(cases, cell_budget):
         specs = [VideoSpec(prompt=c.prompt, width=c.width, height=c.height, frames=c.frames, seed=c.seed, steps=steps)
                  for c in batch]
-        for case, video in zip(batch, pipeline.generate(specs, sampler=sampler)):
+        made = ([autoencoder_round_trip(pipeline, c) for c in batch] if autoencoder_only
+                else pipeline.generate(specs, sampler=sampler))
+        for case, video in zip(batch, made):
             result = analyze(video, case.scene)
             result["id"], result["prompt"] = case.id, case.prompt
             results.append(result)
@@ -546,7 +567,8 @@ def eval_command(args) -> int:
         print(f"\r{done}/{total} cases", end="", file=sys.stderr, flush=True)
 
     cases = single + pairs
-    results, videos = evaluate_model(pipeline, cases, steps=args.steps, sampler=args.sampler, progress=progress)
+    results, videos = evaluate_model(pipeline, cases, steps=args.steps, sampler=args.sampler, progress=progress,
+                                     autoencoder_only=args.autoencoder)
     print(file=sys.stderr)
     seconds = time.perf_counter() - started
     single_results, pair_results = results[: len(single)], results[len(single):]
@@ -554,8 +576,9 @@ def eval_command(args) -> int:
     if pair_results:
         summaries["two_objects"] = summarize(pair_results)
     print(_table([(name, s) for name, s in summaries.items()]))
-    print(f"{len(cases)} cases in {seconds:.1f} s (model {args.model}, steps {args.steps or pipeline.config.flow.steps}, "
-          f"sampler {args.sampler or pipeline.config.flow.sampler})")
+    made_by = ("the autoencoder's round trip of the true renders" if args.autoencoder else
+               f"steps {args.steps or pipeline.config.flow.steps}, sampler {args.sampler or pipeline.config.flow.sampler}")
+    print(f"{len(cases)} cases in {seconds:.1f} s (model {args.model}, {made_by})")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -564,6 +587,7 @@ def eval_command(args) -> int:
             "config": pipeline.config.name,
             "steps": args.steps or pipeline.config.flow.steps,
             "sampler": args.sampler or pipeline.config.flow.sampler,
+            "autoencoder_only": args.autoencoder,
             "seconds": seconds,
             "summary": summaries,
             "cases": [

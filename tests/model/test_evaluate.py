@@ -262,6 +262,18 @@ def test_reel_eval_runs_a_model_and_writes_its_report(tmp_path, capsys):
     assert grid.width == 4 * 130 and grid.height == 2 * (130 + 12)
 
 
+def test_reel_eval_can_score_the_autoencoder_alone(tmp_path, capsys):
+    from app.cli import main
+
+    out = tmp_path / "ceiling"
+    assert main(["eval", "--model", "tiny", "--limit", "2", "--autoencoder", "--out", str(out)]) == 0
+    assert "round trip" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["autoencoder_only"] is True
+    # Four-step random-weight models make noise, never the true render: the round trip must not be skipped.
+    assert report["summary"]["single"]["all"] == 0.0
+
+
 def test_reel_eval_names_a_model_it_cannot_load(tmp_path, capsys):
     from app.cli import main
 

@@ -11,6 +11,7 @@ from model.config import preset
 from model.train import (
     encoder_fingerprint,
     evaluate_vae_psnr,
+    foreground_mask,
     latest_checkpoint,
     learning_rate,
     load_trained_vae,
@@ -19,6 +20,8 @@ from model.train import (
     train_dit,
     train_vae,
     vae_batch,
+    vae_loss,
+    video_to_tensor,
 )
 
 TINY = preset("tiny")
@@ -107,6 +110,34 @@ def test_a_different_seed_sees_different_data():
     a, b = vae_batch(5, 0, TINY, 4096, None), vae_batch(5, 1, TINY, 4096, None)
     assert a.shape != b.shape or not torch.equal(a, b)
     assert torch.equal(a, vae_batch(5, 0, TINY, 4096, None))
+
+
+def test_the_foreground_mask_covers_the_object_and_its_edge():
+    from model.data.shapes import Scene, ShapeObject, render
+
+    scene = Scene("navy", (ShapeObject(color="yellow", shape="square", size="medium", motion="right"),))
+    video = render(scene, 64, 64, 9)
+    mask = foreground_mask(video_to_tensor(video)[None])[0, 0]  # (T, H, W)
+    drawn = torch.from_numpy((video != video[0, 0, 0]).any(axis=-1))
+    assert mask.shape == drawn.shape
+    assert bool(mask[drawn].all())  # every object pixel
+    ring = mask.sum() - drawn.sum()
+    assert 0 < ring <= 4 * 21 * 9  # plus a one-pixel ring around a 19-20 pixel square, no more
+    assert mask[:, 0].sum() == mask[:, :, 0].sum() == 0  # nothing of the background
+
+
+def test_foreground_weight_raises_the_loss_on_object_pixels():
+    import dataclasses
+
+    from model.vae import CausalVAE
+
+    x = vae_batch(3, 0, TINY, 4096, None)
+    plain = CausalVAE(TINY.vae).eval()
+    weighted = CausalVAE(dataclasses.replace(TINY.vae, foreground_weight=4.0)).eval()
+    weighted.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        (plain_loss, _), (weighted_loss, _) = vae_loss(plain, x), vae_loss(weighted, x)
+    assert weighted_loss > plain_loss * 1.05
 
 
 def test_out_directory_of_another_run_is_refused(vae_run):
