@@ -76,21 +76,21 @@ class Attention(nn.Module):
         # `rows` sequences of equal length attended to apart; rope: (cos, sin) each (N, head_dim)
         N, D = x.shape
         H, Dh = self.num_heads, self.head_dim
+        S = rows if mask is None else 1  # sequences attended to apart
+        # Heads are laid out as (S, H, L, Dh) by views of the projections, so the only copies are the
+        # ones the norms and the output projection make anyway.
         if self.cross:
-            q = self.q(x).view(N, H, Dh)
-            k, v = self.kv(context).view(-1, 2, H, Dh).unbind(1)  # (M, H, Dh) each
+            q = self.q(x).view(1, N, H, Dh).transpose(1, 2)  # (1, H, N, Dh)
+            k, v = self.kv(context).view(1, -1, 2, H, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (1, H, M, Dh) each
         else:
-            q, k, v = self.qkv(x).view(N, 3, H, Dh).unbind(1)  # (N, H, Dh) each
-        q, k, v = (a.transpose(0, 1).unsqueeze(0) for a in (q, k, v))  # (1, H, N or M, Dh)
+            q, k, v = self.qkv(x).view(S, N // S, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (S, H, L, Dh) each
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if mask is None:
-            q, k, v = (a.reshape(H, rows, -1, Dh).transpose(0, 1) for a in (q, k, v))  # (rows, H, N / rows, Dh)
-            out = F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(1, H, N, Dh)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))  # (1, H, N, Dh)
-        return self.proj(out.squeeze(0).transpose(0, 1).reshape(N, D))  # (N, D)
+            cos, sin = (table.view(S, 1, N // S, Dh) for table in rope)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        mask = None if mask is None else mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (S, H, L, Dh)
+        return self.proj(out.transpose(1, 2).reshape(N, D))  # (N, D)
 
 
 class Mlp(nn.Module):

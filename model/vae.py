@@ -1,4 +1,4 @@
-"""A causal 3D video autoencoder: 4x in time, 8x in space.
+"""A causal 3D video autoencoder: 4x in time, 4x or 8x in space (by preset).
 
 The idea follows MAGVIT-v2 (Yu et al., 2023, "Language Model Beats Diffusion")
 and the causal VAEs of CogVideoX (Yang et al., 2024) and Open-Sora: every
@@ -10,9 +10,11 @@ each convolution's input across chunk borders, and give the same result as one
 pass over the whole clip.
 
 Cost matters more than capacity here (the bundled model trains and serves on a
-CPU), so the first step is a space-to-depth by `patch_size` (as in the patch
-embedding of ViTs and the "pixel unshuffle" of ESPCN, Shi et al., 2016): the
-convolutions never run at full resolution.
+CPU), so the first step may be a space-to-depth by `patch_size` (as in the patch
+embedding of ViTs and the "pixel unshuffle" of ESPCN, Shi et al., 2016): with
+`patch_size` 2 the convolutions never run at full resolution. The bundled
+model uses `patch_size` 1 and a narrow first stage instead: 4x in space keeps
+the corners of small shapes that 8x rounds off, at the same cost.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ class Encoder(nn.Module):
                 h = block(h)
             if hasattr(stage, "down"):
                 h = stage.down(h)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, latent_channels, 1 + k, H/8, W/8)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, latent_channels, 1 + k, H/s, W/s), s = spatial_factor
 
 
 class Decoder(nn.Module):
@@ -181,7 +183,7 @@ class Decoder(nn.Module):
         self.conv_out = CausalConv3d(widths[0], config.in_channels * p * p, (3, 3, 3))
 
     def forward(self, z, cache=None):
-        # z: (B, latent_channels, t, h, w) -> (B, 3, T, 8h, 8w)
+        # z: (B, latent_channels, t, h, w) -> (B, 3, T, s h, s w), s = spatial_factor
         h = self.conv_in(z, cache)
         for stage in self.stages:
             for block in stage.blocks:
@@ -233,11 +235,11 @@ class CausalVAE(nn.Module):
         return self.encoder(x)
 
     def encode(self, x):
-        # x: (B, 3, 1 + 4k, H, W) in [-1, 1] -> (B, C, 1 + k, H/8, W/8), ~zero mean, unit variance
+        # x: (B, 3, 1 + 4k, H, W) in [-1, 1] -> (B, C, 1 + k, H/s, W/s), ~zero mean, unit variance
         return (self.encode_raw(x) - self.latent_mean) / self.latent_std
 
     def decode(self, z, chunk_latent_frames: int | None = None):
-        # z: (B, C, 1 + k, h, w) normalised -> (B, 3, 1 + 4k, 8h, 8w) in [-1, 1]
+        # z: (B, C, 1 + k, h, w) normalised -> (B, 3, 1 + 4k, s h, s w) in [-1, 1]
         z = z * self.latent_std + self.latent_mean
         chunk = chunk_latent_frames or self.config.decode_chunk_latent_frames
         cache: dict = {}
