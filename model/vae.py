@@ -12,8 +12,8 @@ pass over the whole clip.
 Cost matters more than capacity here (the bundled model trains and serves on a
 CPU), so the first step may be a space-to-depth by `patch_size` (as in the patch
 embedding of ViTs and the "pixel unshuffle" of ESPCN, Shi et al., 2016): with
-`patch_size` 2 the convolutions never run at full resolution. The bundled
-model uses `patch_size` 1 and a narrow first stage instead: 4x in space keeps
+`patch_size` 2 the convolutions never run at full resolution. The `shapes-s2`
+preset uses `patch_size` 1 and a narrow first stage instead: 4x in space keeps
 the corners of small shapes that 8x rounds off, at the same cost.
 """
 

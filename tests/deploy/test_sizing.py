@@ -26,7 +26,7 @@ def test_docs_quote_the_computed_tables():
     )
 
 
-@pytest.mark.parametrize("preset, latent", [("shapes-s", (8, 5, 16, 16)), ("tiny", (4, 3, 8, 12))])
+@pytest.mark.parametrize("preset, latent", [("shapes-s", (8, 5, 8, 8)), ("shapes-s2", (8, 5, 16, 16)), ("tiny", (4, 3, 8, 12))])
 def test_dit_flop_formula_matches_the_flop_counter(preset, latent):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
