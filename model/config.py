@@ -128,10 +128,13 @@ PRESETS: dict[str, ModelConfig] = {
     # triangles into discs (shape 50% on its round trip of the held-out renders). This one is 4x in
     # space from a narrow full-resolution stage (same cost, VAE 0.68M) and weights object pixels in its
     # loss; 1x4x4 patches keep the transformer at the same 80 tokens for 64x64x17 (DiT 5.41M).
+    # A token carries 4x the latent values of a shapes-s token, so the timestep shift is doubled
+    # (SD3's sqrt of the size ratio): 2 at 80 tokens, growing to 4.
     "shapes-s2": ModelConfig(
         name="shapes-s2",
         vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
         dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True),
+        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
     "b": ModelConfig(

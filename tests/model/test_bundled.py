@@ -74,7 +74,7 @@ def test_it_follows_a_handful_of_held_out_prompts(pipeline):
 def test_its_autoencoder_keeps_what_the_analyzer_scores(pipeline):
     """The true renders of the same 8 held-out cases through the autoencoder alone: the ceiling it sets
     on every score (`reel eval --autoencoder` runs the whole set)."""
-    from model.evaluate import autoencoder_round_trip, analyze, heldout_cases, summarize
+    from model.evaluate import analyze, autoencoder_round_trip, heldout_cases, summarize
 
     cases = heldout_cases()[::6]
     summary = summarize([analyze(autoencoder_round_trip(pipeline, case), case.scene) for case in cases])
