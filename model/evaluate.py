@@ -496,11 +496,11 @@ def autoencoder_round_trip(pipeline, case: EvalCase) -> np.ndarray:
 
     from model.data.shapes import render
     from model.pipeline import to_uint8
+    from model.train import video_to_tensor
 
     video = render(case.scene, case.width, case.height, case.frames)
-    pixels = torch.from_numpy(video).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)[None]
     with torch.inference_mode():
-        latent = pipeline.vae.encode(pixels.to(pipeline.device))
+        latent = pipeline.vae.encode(video_to_tensor(video)[None].to(pipeline.device))
     return to_uint8(pipeline.decode([latent[0]])[0])
 
 
@@ -516,10 +516,12 @@ def evaluate_model(pipeline, cases: list[EvalCase], steps: int | None = None, sa
 
     results, videos = [], []
     for batch in _batches(cases, cell_budget):
-        specs = [VideoSpec(prompt=c.prompt, width=c.width, height=c.height, frames=c.frames, seed=c.seed, steps=steps)
-                 for c in batch]
-        made = ([autoencoder_round_trip(pipeline, c) for c in batch] if autoencoder_only
-                else pipeline.generate(specs, sampler=sampler))
+        if autoencoder_only:
+            made = [autoencoder_round_trip(pipeline, c) for c in batch]
+        else:
+            specs = [VideoSpec(prompt=c.prompt, width=c.width, height=c.height, frames=c.frames, seed=c.seed,
+                               steps=steps) for c in batch]
+            made = pipeline.generate(specs, sampler=sampler)
         for case, video in zip(batch, made):
             result = analyze(video, case.scene)
             result["id"], result["prompt"] = case.id, case.prompt

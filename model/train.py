@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, preset
+from model.evaluate import FAR_FROM_BACKGROUND
 from model.vae import CausalVAE
 
 FRAME_COUNTS = (1, 9, 17, 33)  # still image, 1 s, 2 s, 4 s at 8 fps
@@ -219,11 +220,12 @@ def prepare_run(out: Path, config: ModelConfig, stage: str) -> None:
 
 
 def foreground_mask(x: torch.Tensor) -> torch.Tensor:
-    """1 on pixels farther than 60 RGB levels from their frame's border colour, and on their neighbours."""
+    """1 on pixels farther than 60 RGB levels (the analyzer's "not background") from their frame's border
+    colour, and on their neighbours."""
     # x: (B, 3, T, H, W) in [-1, 1] -> (B, 1, T, H, W)
     border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)  # (B, 3, T, 2W + 2H)
     background = border.median(dim=-1).values[..., None, None]
-    far = ((x - background).norm(dim=1, keepdim=True) > 60 / 127.5).float()
+    far = ((x - background).norm(dim=1, keepdim=True) > FAR_FROM_BACKGROUND / 127.5).float()
     return F.max_pool3d(far, (1, 3, 3), stride=1, padding=(0, 1, 1))
 
 

@@ -22,6 +22,13 @@ AUTOENCODER_MOTION_AT_LEAST = 6 / 8
 AUTOENCODER_SHAPE_AT_LEAST = 1 / 8
 
 
+def quick_cases():
+    """One held-out case per motion: the 8 prompts both quick checks below score."""
+    from model.evaluate import heldout_cases
+
+    return heldout_cases()[::6]
+
+
 @pytest.fixture(scope="module")
 def pipeline():
     return TextToVideo.load("reel-shapes-v1")
@@ -60,9 +67,9 @@ def test_it_makes_the_asked_shapes_and_frame_counts_deterministically(pipeline):
 def test_it_follows_a_handful_of_held_out_prompts(pipeline):
     """A quick quality check: one held-out prompt per motion (unseen combinations and phrasings),
     at the default steps, scored by the Shapes analyzer. `reel eval` runs the whole set."""
-    from model.evaluate import analyze, heldout_cases, summarize
+    from model.evaluate import analyze, summarize
 
-    cases = heldout_cases()[::6]
+    cases = quick_cases()
     specs = [VideoSpec(c.prompt, width=c.width, height=c.height, frames=c.frames, seed=c.seed) for c in cases]
     results = [analyze(video, case.scene) for video, case in zip(pipeline.generate(specs), cases)]
     summary = summarize(results)
@@ -74,9 +81,9 @@ def test_it_follows_a_handful_of_held_out_prompts(pipeline):
 def test_its_autoencoder_keeps_what_the_analyzer_scores(pipeline):
     """The true renders of the same 8 held-out cases through the autoencoder alone: the ceiling it sets
     on every score (`reel eval --autoencoder` runs the whole set)."""
-    from model.evaluate import analyze, autoencoder_round_trip, heldout_cases, summarize
+    from model.evaluate import analyze, autoencoder_round_trip, summarize
 
-    cases = heldout_cases()[::6]
+    cases = quick_cases()
     summary = summarize([analyze(autoencoder_round_trip(pipeline, case), case.scene) for case in cases])
     assert summary["background"] == 1.0
     assert summary["color"] >= AUTOENCODER_COLOR_AT_LEAST, summary
