@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     evaluate.add_argument("--steps", type=int, default=None)
     evaluate.add_argument("--sampler", default=None)
+    evaluate.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--autoencoder", action="store_true",
                           help="score the autoencoder's round trip of the true renders (the ceiling it sets), not generations")

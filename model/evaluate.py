@@ -505,7 +505,7 @@ def autoencoder_round_trip(pipeline, case: EvalCase) -> np.ndarray:
 
 
 def evaluate_model(pipeline, cases: list[EvalCase], steps: int | None = None, sampler: str | None = None,
-                   cell_budget: int = 64 * 64 * 33 * 4, progress=None,
+                   guidance: float | None = None, cell_budget: int = 64 * 64 * 33 * 4, progress=None,
                    autoencoder_only: bool = False) -> tuple[list[dict], list[np.ndarray]]:
     """Generate every case (several per packed `generate` call) and analyze it against its scene.
 
@@ -520,7 +520,7 @@ def evaluate_model(pipeline, cases: list[EvalCase], steps: int | None = None, sa
             made = [autoencoder_round_trip(pipeline, c) for c in batch]
         else:
             specs = [VideoSpec(prompt=c.prompt, width=c.width, height=c.height, frames=c.frames, seed=c.seed,
-                               steps=steps) for c in batch]
+                               steps=steps, guidance=guidance) for c in batch]
             made = pipeline.generate(specs, sampler=sampler)
         for case, video in zip(batch, made):
             result = analyze(video, case.scene)
@@ -563,14 +563,19 @@ def eval_command(args) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"reel eval: {error}", file=sys.stderr)
         return 2
+    guidance = pipeline.config.flow.guidance if args.guidance is None else args.guidance
     started = time.perf_counter()
 
     def progress(done, total):
         print(f"\r{done}/{total} cases", end="", file=sys.stderr, flush=True)
 
     cases = single + pairs
-    results, videos = evaluate_model(pipeline, cases, steps=args.steps, sampler=args.sampler, progress=progress,
-                                     autoencoder_only=args.autoencoder)
+    try:
+        results, videos = evaluate_model(pipeline, cases, steps=args.steps, sampler=args.sampler, guidance=guidance,
+                                         progress=progress, autoencoder_only=args.autoencoder)
+    except ValueError as error:  # a --steps, --sampler or --guidance the pipeline refuses
+        print(f"\nreel eval: {error}", file=sys.stderr)
+        return 2
     print(file=sys.stderr)
     seconds = time.perf_counter() - started
     single_results, pair_results = results[: len(single)], results[len(single):]
@@ -579,7 +584,8 @@ def eval_command(args) -> int:
         summaries["two_objects"] = summarize(pair_results)
     print(_table([(name, s) for name, s in summaries.items()]))
     made_by = ("the autoencoder's round trip of the true renders" if args.autoencoder else
-               f"steps {args.steps or pipeline.config.flow.steps}, sampler {args.sampler or pipeline.config.flow.sampler}")
+               (f"steps {args.steps or pipeline.config.flow.steps}, sampler {args.sampler or pipeline.config.flow.sampler}, "
+                f"guidance {guidance}"))
     print(f"{len(cases)} cases in {seconds:.1f} s (model {args.model}, {made_by})")
     if args.out:
         out = Path(args.out)
@@ -589,6 +595,7 @@ def eval_command(args) -> int:
             "config": pipeline.config.name,
             "steps": args.steps or pipeline.config.flow.steps,
             "sampler": args.sampler or pipeline.config.flow.sampler,
+            "guidance": guidance,
             "autoencoder_only": args.autoencoder,
             "seconds": seconds,
             "summary": summaries,

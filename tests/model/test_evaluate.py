@@ -248,11 +248,13 @@ def test_reel_eval_runs_a_model_and_writes_its_report(tmp_path, capsys):
     from app.cli import main
 
     out = tmp_path / "report"
-    assert main(["eval", "--model", "tiny", "--limit", "2", "--steps", "2", "--sampler", "heun", "--out", str(out)]) == 0
+    assert main(["eval", "--model", "tiny", "--limit", "2", "--steps", "2", "--sampler", "heun", "--guidance", "2.5",
+                 "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "single" in printed and "background" in printed and "flicker" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] == 2 and report["sampler"] == "heun" and report["config"] == "tiny"
+    assert report["guidance"] == 2.5
     assert [c["id"] for c in report["cases"]] == [c.id for c in heldout_cases()[:2]]
     results = [c["result"] for c in report["cases"]]
     assert report["summary"]["single"] == summarize(results)
@@ -281,3 +283,5 @@ def test_reel_eval_names_a_model_it_cannot_load(tmp_path, capsys):
     assert "no-such-model" in capsys.readouterr().err
     assert main(["eval", "--model", "tiny", "--limit", "0"]) == 2
     assert "--limit" in capsys.readouterr().err
+    assert main(["eval", "--model", "tiny", "--limit", "1", "--guidance", "-1"]) == 2
+    assert "guidance must be" in capsys.readouterr().err
