@@ -71,26 +71,26 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x, mask, context=None, rope=None, rows: int = 1):
-        # x: (N, D); context: (M, D) or None; mask: (N, N or M) additive, or None when the N tokens are
-        # `rows` sequences of equal length attended to apart; rope: (cos, sin) each (N, head_dim)
-        N, D = x.shape
+    def forward(self, x, mask, context=None, rope=None):
+        # x: (S, L, D), S sequences of L tokens; mask: additive (N, N) self-attention mask over the
+        # N = S * L tokens when they are one packed sequence (S = 1), None when the S sequences are
+        # attended to apart; context: (M, D) packed text, with mask (N, M); rope: (cos, sin) each (N, head_dim)
+        S, L, D = x.shape
         H, Dh = self.num_heads, self.head_dim
-        S = rows if mask is None else 1  # sequences attended to apart
-        # Heads are laid out as (S, H, L, Dh) by views of the projections, so the only copies are the
-        # ones the norms and the output projection make anyway.
+        # Heads are laid out by views of the projections, so the only copies are the ones the norms
+        # and the output projection make anyway.
         if self.cross:
-            q = self.q(x).view(1, N, H, Dh).transpose(1, 2)  # (1, H, N, Dh)
+            q = self.q(x).view(1, S * L, H, Dh).transpose(1, 2)  # (1, H, N, Dh)
             k, v = self.kv(context).view(1, -1, 2, H, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (1, H, M, Dh) each
         else:
-            q, k, v = self.qkv(x).view(S, N // S, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (S, H, L, Dh) each
+            q, k, v = self.qkv(x).view(S, L, 3, H, Dh).permute(2, 0, 3, 1, 4).unbind(0)  # (S, H, L, Dh) each
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
-            cos, sin = (table.view(S, 1, N // S, Dh) for table in rope)
+            cos, sin = (table.view(S, 1, L, Dh) for table in rope)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         mask = None if mask is None else mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (S, H, L, Dh)
-        return self.proj(out.transpose(1, 2).reshape(N, D))  # (N, D)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (S or 1, H, L or N, Dh)
+        return self.proj(out.transpose(1, 2).reshape(S, L, D))  # (S, L, D)
 
 
 class Mlp(nn.Module):
@@ -118,14 +118,14 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Parameter(torch.zeros(6, hidden_size))
 
     def forward(self, x, modulation, text, packing: Packing):
-        # x: (N, D); modulation: (N, 6, D) per-token shared timestep modulation; text: (M, D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (modulation + self.modulation).unbind(1)
+        # x: (S, L, D); modulation: (S, 1 or L, 6, D), the shared timestep modulation per sequence or
+        # per token; text: (M, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (modulation + self.modulation).unbind(-2)
         rope = (packing.rope_cos, packing.rope_sin)
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), packing.self_mask, rope=rope,
-                                     rows=packing.num_samples)
+        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa), packing.self_mask, rope=rope))
         x = x + self.cross_attn(self.norm2(x), packing.cross_mask, context=text)
-        x = x + gate_mlp * self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))
-        return x  # (N, D)
+        x = torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp)))
+        return x  # (S, L, D)
 
 
 class FinalLayer(nn.Module):
@@ -138,7 +138,7 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_dim)
 
     def forward(self, x, c):
-        # x: (N, D); c: (N, D) timestep embedding per token -> (N, patch_dim)
+        # x: (S, L, D); c: (S, 1 or L, D) timestep embedding per sequence or per token -> (S, L, patch_dim)
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
 
@@ -219,12 +219,20 @@ class DiT(nn.Module):
             weights = text_mask.to(text_states.dtype).unsqueeze(-1)  # (B, L, 1)
             pooled = (text_states * weights).sum(1) / weights.sum(1)  # (B, text_dim), valid tokens only
             c = c + self.pooled_embedder(pooled)  # (B, D)
-        modulation = self.t_modulation(c).view(B, 6, -1)[packing.sample_ids]  # (N, 6, D)
-        c = c[packing.sample_ids]  # (N, D)
+        modulation = self.t_modulation(c).view(B, 6, -1)  # (B, 6, D)
         text = self.y_embedder(text_states.reshape(B * L, -1)[packing.text_index])  # (M, D)
+        # Samples of one length attend apart as (B, length) rows, and their conditioning broadcasts
+        # over a row: per-token copies of it would cost as much elementwise work as the residual
+        # stream itself. Samples of different lengths are one packed row, conditioned per token.
+        if packing.self_mask is None:
+            x = x.view(B, -1, x.shape[-1])  # (B, length, D)
+            modulation, c = modulation.unsqueeze(1), c.unsqueeze(1)  # (B, 1, 6, D), (B, 1, D)
+        else:
+            x = x.unsqueeze(0)  # (1, N, D)
+            modulation, c = modulation[packing.sample_ids][None], c[packing.sample_ids][None]  # (1, N, 6, D), (1, N, D)
         for block in self.blocks:
-            x = block(x, modulation, text, packing)  # (N, D)
-        x = self.final_layer(x, c)  # (N, patch_dim)
+            x = block(x, modulation, text, packing)  # (S, L, D)
+        x = self.final_layer(x, c).flatten(0, 1)  # (N, patch_dim)
         return unpack(x, packing, self.config.latent_channels, self.patch_size)
 
 
