@@ -97,7 +97,7 @@ def dit_flops(config: ModelConfig, tokens_per_row: int, rows: int = GUIDED_ROWS,
         2 * N * patch * D  # patch embedding
         + 2 * M * (dit.text_dim * D + D * D)  # caption projection
         + 2 * rows * (256 * D + D * D + D * 6 * D)  # timestep embedding and the shared modulation
-        + 2 * N * D * 2 * D + 2 * N * D * patch  # final layer: per-token adaLN, output projection
+        + 2 * rows * D * 2 * D + 2 * N * D * patch  # final layer: adaLN per row (one length), output projection
     )
     return embed + dit.depth * per_block
 
