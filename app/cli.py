@@ -107,12 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("stage", choices=["vae", "dit", "decoder", "export"],
                        help="decoder: fine-tune a finished autoencoder's decoder, its encoder frozen; "
                             "export: write a dit run's newest checkpoint (EMA weights) as a model directory")
-    train.add_argument("--preset", default="shapes-s")
+    train.add_argument("--preset", default="shapes-s2")
     train.add_argument("--out", required=True, help="run directory (checkpoints, loss log)")
     train.add_argument("--vae", default=None, help="dit, decoder, export: the trained autoencoder's run directory")
     train.add_argument("--data", default="shapes", help="'shapes' or a folder of videos with captions.jsonl")
     train.add_argument("--steps", type=int, default=None, help="total optimiser steps of the run")
     train.add_argument("--to", default=None, help="export: the model directory to write")
+    train.add_argument("--sampler", default=None, choices=["euler", "heun"],
+                       help="export: the model's default sampler (default: the run's)")
+    train.add_argument("--sample-steps", type=int, default=None,
+                       help="export: the model's default sampler steps (default: the run's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--token-budget", type=int, default=None, help="tokens (or latent cells) per packed batch")

@@ -1,9 +1,9 @@
 """Model configuration: frozen dataclasses and named presets.
 
 A preset names a whole model (autoencoder, transformer, text encoder, sampler
-defaults). `tiny` keeps tests fast, `shapes-s` is the bundled CPU model (`shapes-s2` its
-successor, in training), and `b`, `l`, `xl` are GPU sizes whose parameter counts are
-stated beside them.
+defaults). `tiny` keeps tests fast, `shapes-s2` is the bundled CPU model (`shapes-s` the
+one before it), and `b`, `l`, `xl` are GPU sizes whose parameter counts are stated beside
+them.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ PRESETS: dict[str, ModelConfig] = {
         dit=DiTConfig(latent_channels=4, hidden_size=64, depth=2, num_heads=2),
         flow=FlowConfig(steps=4),
     ),
-    # The bundled CPU model (reel-shapes-v1).
+    # The first CPU model (docs/model.md, "Before"): an 8x autoencoder.
     "shapes-s": ModelConfig(
         name="shapes-s",
         vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
@@ -124,7 +124,7 @@ PRESETS: dict[str, ModelConfig] = {
         # pooled-text projection (VAE 2.69M).
         dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
     ),
-    # Its successor, in training (docs/model.md): the 8x autoencoder above rounds moving squares and
+    # The bundled CPU model (reel-shapes-v1, docs/model.md): the 8x autoencoder above rounds moving squares and
     # triangles into discs (shape 50% on its round trip of the held-out renders). This one is 4x in
     # space from a narrow full-resolution stage (same cost, VAE 0.68M) and weights object pixels in its
     # loss; 1x4x4 patches keep the transformer at the same 80 tokens for 64x64x17 (DiT 5.41M).

@@ -1,8 +1,8 @@
 """Training: the autoencoder stage, the transformer stage and a decoder stage, resumable.
 
-    reel train vae --preset shapes-s --out runs/vae --steps 5000
-    reel train dit --preset shapes-s --vae runs/vae --out runs/dit --steps 4000
-    reel train decoder --preset shapes-s --vae runs/vae --out runs/decoder --steps 5000
+    reel train vae --preset shapes-s2 --out runs/vae --steps 2400
+    reel train dit --preset shapes-s2 --vae runs/vae --out runs/dit --steps 8000
+    reel train decoder --preset shapes-s2 --vae runs/vae --out runs/decoder --steps 3000
 
 The decoder stage fine-tunes the autoencoder's decoder with its encoder frozen
 (as Stable Diffusion's improved VAE decoders were made): the latent space stays
@@ -28,6 +28,7 @@ Run directory layout:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -580,11 +581,13 @@ def export_model(path: Path, config: ModelConfig, vae: CausalVAE, dit_state: dic
     os.replace(tmp, path)
 
 
-def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path) -> int:
+def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path, sampler: str | None = None,
+                      sample_steps: int | None = None) -> int:
     """Exports the EMA weights of a dit run's newest checkpoint, finished or not; returns its step.
 
     A run that spans several sessions can be shipped as it stands, and later
-    replaced by the export of the finished run.
+    replaced by the export of the finished run. `sampler` and `sample_steps` set
+    the exported model's default sampling, chosen by evaluating the trained weights.
     """
     dit_run = Path(dit_run)
     checkpoint = latest_checkpoint(dit_run)
@@ -594,6 +597,12 @@ def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path
     if saved.get("stage") != "dit":
         raise ValueError(f"{dit_run} is not a dit run")
     config = ModelConfig.from_dict(saved["model"])
+    if sampler is not None and sampler not in ("euler", "heun"):
+        raise ValueError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
+    if sample_steps is not None and sample_steps < 1:
+        raise ValueError(f"sample steps must be at least 1, got {sample_steps}")
+    config = dataclasses.replace(config, flow=dataclasses.replace(
+        config.flow, sampler=sampler or config.flow.sampler, steps=sample_steps or config.flow.steps))
     state = json.loads((checkpoint / "state.json").read_text())
     vae, vae_config = load_trained_vae(vae_run)
     # Any decoder will do (a decoder run's is the better one), but the latents must be the ones it learned.
@@ -641,7 +650,7 @@ def train_command(args) -> int:
     if args.stage == "export":
         if not (args.vae and args.to):
             raise SystemExit("reel train export needs --vae <the autoencoder's run> and --to <model directory>")
-        step = export_checkpoint(args.out, args.vae, args.to)
+        step = export_checkpoint(args.out, args.vae, args.to, sampler=args.sampler, sample_steps=args.sample_steps)
         print(f"exported {args.out} at step {step} to {args.to}")
         return 0
     config = preset(args.preset)

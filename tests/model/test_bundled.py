@@ -9,17 +9,19 @@ import pytest
 from model import TextToVideo, VideoSpec
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reel-shapes-v1"
-# Floors for the quick quality check, well above chance (1 in 4 backgrounds, 1 in 9 colours) and one
-# case under what the shipped weights score on these 8 prompts (5 and 3 of 8; docs/model.md has the
-# full evaluation). The model is still in training: raise them with each better checkpoint.
-BACKGROUND_AT_LEAST = 4 / 8
-COLOR_AT_LEAST = 2 / 8
-# The autoencoder alone on the same prompts' true renders scores colour 7/8, motion 7/8 and shape only
-# 2/8: the 8x autoencoder rounds squares and triangles off, which caps the transformer's shape score
-# (the reason for the shapes-s2 preset). Floors one case under.
-AUTOENCODER_COLOR_AT_LEAST = 6 / 8
-AUTOENCODER_MOTION_AT_LEAST = 6 / 8
-AUTOENCODER_SHAPE_AT_LEAST = 1 / 8
+# Floors for the quick quality check, one case under what the shipped weights score on these 8 prompts
+# at their default sampling (background 4, colour 8 of 8; docs/model.md has the full evaluation). Colour
+# is far above chance (1 in 9); background, 1 in 4 by chance, is the weaker of the two here: four of
+# these prompts ask for white backgrounds, the model's weak spot. Shape (3 of 8) and motion (0 of 8)
+# are not yet above chance, so they have no floor.
+BACKGROUND_AT_LEAST = 3 / 8
+COLOR_AT_LEAST = 7 / 8
+# The autoencoder alone on the same prompts' true renders scores colour 8/8, motion 8/8 and shape 4/8:
+# four frames share a latent frame, and moving corners smear into discs, which caps the transformer's
+# shape score. Floors one case under.
+AUTOENCODER_COLOR_AT_LEAST = 7 / 8
+AUTOENCODER_MOTION_AT_LEAST = 7 / 8
+AUTOENCODER_SHAPE_AT_LEAST = 3 / 8
 
 
 def quick_cases():
@@ -40,9 +42,12 @@ def test_the_weights_ship_within_their_budget():
     assert sum(p.stat().st_size for p in WEIGHTS.iterdir()) <= 50 * 2**20
 
 
-def test_it_loads_by_name_as_the_shapes_s_preset(pipeline):
-    assert pipeline.config.name == "shapes-s"
+def test_it_loads_by_name_as_the_shapes_s2_preset(pipeline):
+    assert pipeline.config.name == "shapes-s2"
     assert pipeline.config.vae.latent_channels == 8 and pipeline.config.fps == 8
+    assert (pipeline.config.vae.spatial_factor, pipeline.config.vae.temporal_factor) == (4, 4)
+    # Sampling chosen by measuring quality against speed (docs/model.md).
+    assert (pipeline.config.flow.sampler, pipeline.config.flow.steps) == ("heun", 10)
 
 
 def test_it_makes_the_asked_shapes_and_frame_counts_deterministically(pipeline):

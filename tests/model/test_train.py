@@ -1,5 +1,6 @@
 """Training runs of the tiny preset: checkpoints, logs, exact resume, export."""
 
+import dataclasses
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from model.config import preset
 from model.train import (
     encoder_fingerprint,
     evaluate_vae_psnr,
+    export_checkpoint,
     foreground_mask,
     latest_checkpoint,
     learning_rate,
@@ -248,3 +250,11 @@ def test_an_unfinished_dit_run_exports_its_newest_checkpoint(vae_run, tmp_path):
     with pytest.raises(ValueError, match="not a dit run"):
         train_command(parser.parse_args(["train", "export", "--out", str(vae_run), "--vae", str(vae_run),
                                          "--to", str(tmp_path / "other")]))
+    # The shipped model's default sampling is chosen after training, by evaluating the weights.
+    assert train_command(parser.parse_args(["train", "export", "--out", str(run), "--vae", str(vae_run), "--to",
+                                            str(target), "--sampler", "heun", "--sample-steps", "7"])) == 0
+    config = TextToVideo.from_pretrained(target).config
+    assert (config.flow.sampler, config.flow.steps) == ("heun", 7)
+    assert dataclasses.replace(config, flow=TINY.flow) == TINY
+    with pytest.raises(ValueError, match="sample steps"):
+        export_checkpoint(run, vae_run, tmp_path / "other", sample_steps=0)
