@@ -650,7 +650,10 @@ def train_command(args) -> int:
     if args.stage == "export":
         if not (args.vae and args.to):
             raise SystemExit("reel train export needs --vae <the autoencoder's run> and --to <model directory>")
-        step = export_checkpoint(args.out, args.vae, args.to, sampler=args.sampler, sample_steps=args.sample_steps)
+        try:
+            step = export_checkpoint(args.out, args.vae, args.to, sampler=args.sampler, sample_steps=args.sample_steps)
+        except (ValueError, FileNotFoundError) as error:  # a run that is not one, or settings it refuses
+            raise SystemExit(f"reel train export: {error}") from None
         print(f"exported {args.out} at step {step} to {args.to}")
         return 0
     config = preset(args.preset)

@@ -85,7 +85,7 @@ def test_decoder_stage_keeps_the_encoder_and_its_latents(vae_run, dit_run, tmp_p
     assert all(torch.equal(shipped[k], after[k]) for k in after)
     other = tmp_path / "other-vae"
     train_vae(TINY, other, steps=2, seed=5, **VAE_ARGS)
-    with pytest.raises(ValueError, match="does not encode as"):
+    with pytest.raises(SystemExit, match="does not encode as"):
         train_command(parser.parse_args(["train", "export", "--out", str(dit_run), "--vae", str(other),
                                          "--to", str(tmp_path / "refused")]))
     with pytest.raises(SystemExit, match="--vae"):
@@ -247,7 +247,7 @@ def test_an_unfinished_dit_run_exports_its_newest_checkpoint(vae_run, tmp_path):
     assert TextToVideo.from_pretrained(target).config == TINY
     with pytest.raises(SystemExit, match="--vae"):
         train_command(parser.parse_args(["train", "export", "--out", str(run)]))
-    with pytest.raises(ValueError, match="not a dit run"):
+    with pytest.raises(SystemExit, match="not a dit run"):
         train_command(parser.parse_args(["train", "export", "--out", str(vae_run), "--vae", str(vae_run),
                                          "--to", str(tmp_path / "other")]))
     # The shipped model's default sampling is chosen after training, by evaluating the weights.
@@ -258,3 +258,6 @@ def test_an_unfinished_dit_run_exports_its_newest_checkpoint(vae_run, tmp_path):
     assert dataclasses.replace(config, flow=TINY.flow) == TINY
     with pytest.raises(ValueError, match="sample steps"):
         export_checkpoint(run, vae_run, tmp_path / "other", sample_steps=0)
+    with pytest.raises(SystemExit, match="no checkpoint yet"):
+        train_command(parser.parse_args(["train", "export", "--out", str(tmp_path / "empty"), "--vae", str(vae_run),
+                                         "--to", str(tmp_path / "other")]))
