@@ -134,10 +134,6 @@ class Packing:
     text_index: torch.Tensor  # (M,) long: positions of the valid text tokens in the flattened (B*L) text
     cross_mask: torch.Tensor  # (N, M) additive: 0 where a token may attend a text token (same sample), -inf elsewhere
 
-    @property
-    def num_samples(self) -> int:
-        return len(self.grids)
-
 
 def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
     # Built once per packing: attention would otherwise turn a boolean mask into this at every call.
