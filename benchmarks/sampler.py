@@ -100,15 +100,12 @@ def count_flops(fn) -> int:
 
 def dit_config(model_arg: str | None):
     from model.config import ModelConfig, preset
+    from model.pipeline import checkpoint_dir
 
     if model_arg is None:
         return preset("shapes-s2")
-    from model.pipeline import WEIGHTS_DIR
-
-    for path in (Path(model_arg), WEIGHTS_DIR / model_arg):  # a directory, or a named checkpoint
-        if path.is_dir():
-            return ModelConfig.from_json((path / "config.json").read_text())
-    return preset(model_arg)
+    path = checkpoint_dir(model_arg)
+    return preset(model_arg) if path is None else ModelConfig.from_json((path / "config.json").read_text())
 
 
 def latent_shape(config, width: int, height: int, frames: int) -> tuple[int, int, int, int]:

@@ -57,6 +57,15 @@ def shared_text_encoder(config, device) -> TextEncoder:
         return _text_encoders[key]
 
 
+def checkpoint_dir(name_or_path) -> Path | None:
+    """The directory of a checkpoint given by its path or by its name under weights/; None otherwise."""
+    name = str(name_or_path)
+    if Path(name).is_dir():
+        return Path(name)
+    bundled = WEIGHTS_DIR / name
+    return bundled if "/" not in name and bundled.is_dir() else None
+
+
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -120,16 +129,14 @@ class TextToVideo:
     def load(cls, name_or_path, device="cpu") -> "TextToVideo":
         """A checkpoint directory, a named checkpoint under weights/ (reel-shapes-v1), or a preset."""
         name = str(name_or_path)
-        if Path(name).is_dir():
-            return cls.from_pretrained(name, device)
-        bundled = WEIGHTS_DIR / name
-        if "/" not in name and bundled.is_dir():
-            return cls.from_pretrained(bundled, device)
+        path = checkpoint_dir(name)
+        if path is not None:
+            return cls.from_pretrained(path, device)
         if name in PRESETS:
             return cls.from_preset(name, device=device)
         raise FileNotFoundError(
             f"no model {name!r}: not a checkpoint directory, not a named checkpoint in {WEIGHTS_DIR} "
-            f"(expected {bundled} with config.json, vae.safetensors, dit.safetensors; `reel train` makes one), "
+            f"(expected {WEIGHTS_DIR / name} with config.json, vae.safetensors, dit.safetensors; `reel train` makes one), "
             f"and not a preset ({', '.join(PRESETS)})"
         )
 
