@@ -89,6 +89,9 @@ def classifier_free_guidance(velocity_fn: VelocityFn, guidance: Sequence[float])
     return guided
 
 
+SAMPLERS = ("euler", "heun")
+
+
 def sample(
     velocity_fn: VelocityFn,
     noise: list,
@@ -107,7 +110,7 @@ def sample(
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    if sampler not in ("euler", "heun"):
+    if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
     shifts = list(shifts) if shifts is not None else [1.0] * len(noise)
     device = noise[0].device
