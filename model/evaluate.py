@@ -563,7 +563,9 @@ def eval_command(args) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"reel eval: {error}", file=sys.stderr)
         return 2
-    guidance = pipeline.config.flow.guidance if args.guidance is None else args.guidance
+    flow = pipeline.config.flow
+    steps, sampler = args.steps or flow.steps, args.sampler or flow.sampler
+    guidance = flow.guidance if args.guidance is None else args.guidance
     started = time.perf_counter()
 
     def progress(done, total):
@@ -571,7 +573,7 @@ def eval_command(args) -> int:
 
     cases = single + pairs
     try:
-        results, videos = evaluate_model(pipeline, cases, steps=args.steps, sampler=args.sampler, guidance=guidance,
+        results, videos = evaluate_model(pipeline, cases, steps=steps, sampler=sampler, guidance=guidance,
                                          progress=progress, autoencoder_only=args.autoencoder)
     except ValueError as error:  # a --steps, --sampler or --guidance the pipeline refuses
         print(f"\nreel eval: {error}", file=sys.stderr)
@@ -584,8 +586,7 @@ def eval_command(args) -> int:
         summaries["two_objects"] = summarize(pair_results)
     print(_table([(name, s) for name, s in summaries.items()]))
     made_by = ("the autoencoder's round trip of the true renders" if args.autoencoder else
-               (f"steps {args.steps or pipeline.config.flow.steps}, sampler {args.sampler or pipeline.config.flow.sampler}, "
-                f"guidance {guidance}"))
+               f"steps {steps}, sampler {sampler}, guidance {guidance}")
     print(f"{len(cases)} cases in {seconds:.1f} s (model {args.model}, {made_by})")
     if args.out:
         out = Path(args.out)
@@ -593,8 +594,8 @@ def eval_command(args) -> int:
         report = {
             "model": str(args.model),
             "config": pipeline.config.name,
-            "steps": args.steps or pipeline.config.flow.steps,
-            "sampler": args.sampler or pipeline.config.flow.sampler,
+            "steps": steps,
+            "sampler": sampler,
             "guidance": guidance,
             "autoencoder_only": args.autoencoder,
             "seconds": seconds,
