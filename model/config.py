@@ -57,6 +57,9 @@ class TextConfig:
     cache_size: int = 256  # prompts whose states are kept in memory
 
 
+SAMPLERS = ("euler", "heun")  # the samplers model/flow.py implements
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     sampler: str = "euler"  # "euler" or "heun"
@@ -68,6 +71,13 @@ class FlowConfig:
     logit_normal_mean: float = 0.0  # training timesteps: sigmoid(N(mean, std))
     logit_normal_std: float = 1.0  # spread of the logit-normal (SD3 uses mean 0, std 1: most weight mid-path)
     text_dropout: float = 0.1  # share of training captions replaced by "" (teaches the unconditional branch)
+
+    def __post_init__(self):
+        # A config.json with defaults the sampler would refuse fails when it loads, not at a user's first request.
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"flow.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.steps < 1:
+            raise ValueError(f"flow.steps must be at least 1, got {self.steps}")
 
 
 @dataclass(frozen=True)

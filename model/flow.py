@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from model.config import FlowConfig
+from model.config import SAMPLERS, FlowConfig
 
 VelocityFn = Callable[[list, torch.Tensor], list]
 
@@ -89,9 +89,6 @@ def classifier_free_guidance(velocity_fn: VelocityFn, guidance: Sequence[float])
     return guided
 
 
-SAMPLERS = ("euler", "heun")
-
-
 def sample(
     velocity_fn: VelocityFn,
     noise: list,
@@ -111,7 +108,7 @@ def sample(
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     shifts = list(shifts) if shifts is not None else [1.0] * len(noise)
     device = noise[0].device
     # (steps + 1, B): column b is sample b's own schedule

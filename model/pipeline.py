@@ -119,7 +119,10 @@ class TextToVideo:
         missing = [f for f in ("config.json", "vae.safetensors", "dit.safetensors") if not (path / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{path} is not a model checkpoint: missing {', '.join(missing)}")
-        config = ModelConfig.from_json((path / "config.json").read_text())
+        try:
+            config = ModelConfig.from_json((path / "config.json").read_text())
+        except (ValueError, TypeError) as error:  # TypeError: a field this version does not know
+            raise ValueError(f"{path / 'config.json'}: {error}") from error
         vae, dit = CausalVAE(config.vae), DiT(config.dit)
         vae.load_state_dict(load_file(path / "vae.safetensors"))
         dit.load_state_dict(load_file(path / "dit.safetensors"))

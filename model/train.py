@@ -45,7 +45,6 @@ from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, preset
 from model.evaluate import FAR_FROM_BACKGROUND
-from model.flow import SAMPLERS
 from model.vae import CausalVAE
 
 FRAME_COUNTS = (1, 9, 17, 33)  # still image, 1 s, 2 s, 4 s at 8 fps
@@ -598,12 +597,9 @@ def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path
     if saved.get("stage") != "dit":
         raise ValueError(f"{dit_run} is not a dit run")
     config = ModelConfig.from_dict(saved["model"])
-    if sampler is not None and sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be 'euler' or 'heun', got {sampler!r}")
-    if sample_steps is not None and sample_steps < 1:
-        raise ValueError(f"sample steps must be at least 1, got {sample_steps}")
-    config = dataclasses.replace(config, flow=dataclasses.replace(
-        config.flow, sampler=sampler or config.flow.sampler, steps=sample_steps or config.flow.steps))
+    flow = dataclasses.replace(config.flow, sampler=config.flow.sampler if sampler is None else sampler,
+                               steps=config.flow.steps if sample_steps is None else sample_steps)
+    config = dataclasses.replace(config, flow=flow)
     state = json.loads((checkpoint / "state.json").read_text())
     vae, vae_config = load_trained_vae(vae_run)
     # Any decoder will do (a decoder run's is the better one), but the latents must be the ones it learned.

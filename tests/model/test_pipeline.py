@@ -1,5 +1,6 @@
 """TextToVideo with the tiny preset: packing of requests, determinism, guidance, validation, checkpoints."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,12 @@ def test_save_and_load_a_checkpoint(pipe, tmp_path):
     spec = VideoSpec("a green triangle moving up", seed=9, steps=2)
     assert np.array_equal(loaded.generate([spec])[0], pipe.generate([spec])[0])
     assert TextToVideo.load(str(tmp_path / "ckpt")).config == pipe.config
+    # A config.json the sampler would refuse is refused when it loads, naming the file and the field.
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["flow"]["sampler"] = "ddim"
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"ckpt/config.json: flow.sampler must be one of euler, heun, got 'ddim'"):
+        TextToVideo.from_pretrained(tmp_path / "ckpt")
 
 
 def test_load_resolves_presets_bundled_names_and_explains_what_is_missing(tmp_path):

@@ -256,8 +256,11 @@ def test_an_unfinished_dit_run_exports_its_newest_checkpoint(vae_run, tmp_path):
     config = TextToVideo.from_pretrained(target).config
     assert (config.flow.sampler, config.flow.steps) == ("heun", 7)
     assert dataclasses.replace(config, flow=TINY.flow) == TINY
-    with pytest.raises(ValueError, match="sample steps"):
+    with pytest.raises(ValueError, match="flow.steps must be at least 1"):
         export_checkpoint(run, vae_run, tmp_path / "other", sample_steps=0)
+    with pytest.raises(ValueError, match="flow.sampler must be one of euler, heun"):
+        export_checkpoint(run, vae_run, tmp_path / "other", sampler="ddim")
+    assert not (tmp_path / "other").exists()
     with pytest.raises(SystemExit, match="no checkpoint yet"):
         train_command(parser.parse_args(["train", "export", "--out", str(tmp_path / "empty"), "--vae", str(vae_run),
                                          "--to", str(tmp_path / "other")]))
