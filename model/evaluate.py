@@ -546,6 +546,31 @@ def _table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def _words_command(pipeline, args) -> int:
+    """`reel eval --words`: the loss gap wrong words cost (model/probe.py), on --limit scenes (default 24)."""
+    import sys
+
+    from model.probe import probe_scenes, sensitivity_table, word_sensitivity
+
+    started = time.perf_counter()
+
+    def progress(done, total):
+        print(f"\r{done}/{total} scenes", end="", file=sys.stderr, flush=True)
+
+    scenes = probe_scenes(args.limit or 24)
+    result = word_sensitivity(pipeline, scenes, progress=progress)
+    print(file=sys.stderr)
+    print(sensitivity_table(result))
+    print(f"loss gap, wrong prompt minus true, and the share of scenes the true prompt wins; {len(scenes)} scenes "
+          f"in {time.perf_counter() - started:.1f} s (model {args.model})")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "words.json").write_text(json.dumps({"model": str(args.model), "scenes": len(scenes), "gaps": result}, indent=2))
+        print(f"wrote {out / 'words.json'}")
+    return 0
+
+
 def eval_command(args) -> int:
     """`reel eval`: prompt adherence of a model on the held-out Shapes cases."""
     import sys
@@ -563,6 +588,8 @@ def eval_command(args) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"reel eval: {error}", file=sys.stderr)
         return 2
+    if args.words:
+        return _words_command(pipeline, args)
     flow = pipeline.config.flow
     steps, sampler = args.steps or flow.steps, args.sampler or flow.sampler
     guidance = flow.guidance if args.guidance is None else args.guidance
