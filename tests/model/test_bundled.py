@@ -22,6 +22,9 @@ COLOR_AT_LEAST = 7 / 8
 AUTOENCODER_COLOR_AT_LEAST = 7 / 8
 AUTOENCODER_MOTION_AT_LEAST = 7 / 8
 AUTOENCODER_SHAPE_AT_LEAST = 3 / 8
+# The word probe (model/probe.py) on 4 scenes: a wrong background or colour word costs the shipped weights
+# 0.13 and 0.15 of loss at t = 0.95, and the right prompt wins in every scene at every noise level.
+WORD_GAP_AT_LEAST = 0.05
 
 
 def quick_cases():
@@ -94,3 +97,14 @@ def test_its_autoencoder_keeps_what_the_analyzer_scores(pipeline):
     assert summary["color"] >= AUTOENCODER_COLOR_AT_LEAST, summary
     assert summary["shape"] >= AUTOENCODER_SHAPE_AT_LEAST, summary
     assert summary["motion"] >= AUTOENCODER_MOTION_AT_LEAST, summary
+
+
+def test_it_heeds_background_and_colour_words(pipeline):
+    """Without sampling: a prompt that names the background or the object's colour wrongly makes the
+    transformer predict worse on true renders. Shape and motion words are not heeded yet (docs/model.md)."""
+    from model.probe import probe_scenes, word_sensitivity
+
+    result = word_sensitivity(pipeline, probe_scenes(4))
+    for attribute in ("background", "color"):
+        assert all(r["gap"] > 0 and r["true_wins"] >= 0.75 for r in result[attribute].values()), result[attribute]
+        assert result[attribute]["0.95"]["gap"] >= WORD_GAP_AT_LEAST, result[attribute]
