@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from model.data.captions import BACKGROUND_WORDS, COLOR_WORDS, MOTION_WORDS, SHAPE_WORDS, SIZE_WORDS
-from model.data.shapes import BACKGROUNDS, COLORS, MOTIONS, Scene, render, sample_scene
+from model.data.shapes import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, render, sample_scene
 
 ATTRIBUTES = ("background", "color", "shape", "motion")
 TIMESTEPS = (0.3, 0.6, 0.8, 0.95)  # from mostly picture to mostly noise
@@ -31,6 +31,7 @@ NOISE_DRAWS = 2  # noise samples per scene and timestep
 
 
 def probe_prompt(scene: Scene) -> str:
+    """One of the caption generator's templates, with its first synonym of every word."""
     obj = scene.objects[0]
     words = ([SIZE_WORDS[obj.size][0]] if obj.size in SIZE_WORDS else []) + [COLOR_WORDS[obj.color][0], SHAPE_WORDS[obj.shape][0]]
     return f"a {' '.join(words)} {MOTION_WORDS[obj.motion][0]} on a {BACKGROUND_WORDS[scene.background][0]} background"
@@ -41,7 +42,7 @@ def wrong_prompts(scene: Scene, attribute: str) -> list[str]:
     obj = scene.objects[0]
     if attribute == "background":
         return [probe_prompt(Scene(b, scene.objects)) for b in BACKGROUNDS if b not in (scene.background, obj.color)]
-    values = {"color": COLORS, "shape": SHAPE_WORDS, "motion": MOTIONS}[attribute]
+    values = {"color": COLORS, "shape": SHAPES, "motion": MOTIONS}[attribute]
     others = [v for v in values if v != getattr(obj, attribute) and not (attribute == "color" and v == scene.background)]
     return [probe_prompt(Scene(scene.background, (dataclasses.replace(obj, **{attribute: v}),))) for v in others]
 
