@@ -23,6 +23,8 @@ import torch
 
 from model.data.captions import BACKGROUND_WORDS, COLOR_WORDS, MOTION_WORDS, SHAPE_WORDS, SIZE_WORDS
 from model.data.shapes import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, render, sample_scene
+from model.flow import make_noise
+from model.train import rng_for, video_to_tensor
 
 ATTRIBUTES = ("background", "color", "shape", "motion")
 TIMESTEPS = (0.3, 0.6, 0.8, 0.95)  # from mostly picture to mostly noise
@@ -49,14 +51,12 @@ def wrong_prompts(scene: Scene, attribute: str) -> list[str]:
 
 def probe_scenes(count: int, seed: int = 0) -> list[Scene]:
     """Single-object scenes drawn like training scenes (held-out combinations excluded)."""
-    return [sample_scene(np.random.default_rng([seed, 11, i]), two_objects_prob=0.0) for i in range(count)]
+    return [sample_scene(rng_for(seed, 11, i), two_objects_prob=0.0) for i in range(count)]
 
 
 def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
     """Per attribute and timestep: the mean loss gap (wrong prompts minus the true one) and the share
     of scenes where the true prompt has the lower loss."""
-    from model.train import video_to_tensor
-
     width, height, frames = CLIP
     gaps = {(a, t): [] for a in ATTRIBUTES for t in TIMESTEPS}
     for n, scene in enumerate(scenes):
@@ -73,8 +73,7 @@ def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
             for t in TIMESTEPS:
                 losses = torch.zeros(rows)
                 for draw in range(NOISE_DRAWS):
-                    generator = torch.Generator().manual_seed(1000 * n + draw)
-                    noise = torch.randn(latent.shape, generator=generator).to(pipeline.device)
+                    noise = make_noise(latent.shape, 1000 * n + draw, pipeline.device)
                     # The training loss (model/flow.py), per prompt: every prompt is one row of a
                     # single forward pass over the same noisy latent.
                     noisy = (1 - t) * latent + t * noise
