@@ -48,6 +48,7 @@ class DiTConfig:
     rope_theta: float = 10000.0  # base of the rotary frequencies
     rope_split: tuple[int, int, int] = (2, 3, 3)  # share of each head's rotary pairs given to (t, h, w), in eighths
     pooled_text: bool = False  # also add the mean of the text tokens to the timestep embedding (SD3)
+    fractional_positions: bool = False  # add each token's place as a fraction of its clip (NaViT) to its embedding
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,17 @@ PRESETS: dict[str, ModelConfig] = {
         vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4),
                       temporal_downsample=(True, False), foreground_weight=4.0),
         dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True),
+        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
+    ),
+    # shapes-s2 with fractional positions (docs/model.md): its transformer has rotary positions only, which
+    # tell tokens their offsets but not their place in the frame. A Shapes clip's trajectory is fixed by its
+    # prompt in frame coordinates ("moving left": from 0.75 W to 0.25 W), so that place is what a prompt's
+    # motion, and where its one object goes, depend on.
+    "shapes-s4": ModelConfig(
+        name="shapes-s4",
+        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
+        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
+                      fractional_positions=True),
         flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).

@@ -54,6 +54,25 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(self.frequencies(t))
 
 
+class PositionEmbedder(nn.Module):
+    """Fourier features of a token's fractional (t, y, x) position (NeRF's positional encoding,
+    Mildenhall et al., 2020), then a linear map to the token width.
+
+    Octave frequencies from half a period across the clip up to one period per
+    2^(bands-1) of it: enough to tell the 16 token columns of a 64-pixel frame apart.
+    """
+
+    def __init__(self, hidden_size: int, bands: int = 6):
+        super().__init__()
+        self.register_buffer("frequencies", math.pi * 2.0 ** torch.arange(bands, dtype=torch.float32), persistent=False)
+        self.linear = nn.Linear(3 * 2 * bands, hidden_size)
+
+    def forward(self, fractions):
+        # fractions: (N, 3) in [0, 1] -> (N, D)
+        angles = (fractions[:, :, None] * self.frequencies).flatten(1)  # (N, 3 * bands)
+        return self.linear(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
 class Attention(nn.Module):
     """Multi-head attention over packed tokens with QK-norm; self- or cross-attention."""
 
@@ -153,6 +172,8 @@ class DiT(nn.Module):
         self.patch_size = tuple(config.patch_size)
         self.patch_dim = config.latent_channels * math.prod(self.patch_size)
         self.x_embedder = nn.Linear(self.patch_dim, D)
+        # Where a token is in its clip; rotary attention alone gives only offsets between tokens.
+        self.position_embedder = PositionEmbedder(D) if config.fractional_positions else None
         self.t_embedder = TimestepEmbedder(D)
         # Caption projection from the text encoder's width (PixArt-alpha's y_embedder).
         self.y_embedder = Mlp(config.text_dim, D, D)
@@ -182,6 +203,10 @@ class DiT(nn.Module):
         if self.pooled_embedder is not None:  # starts at zero: the network begins as the timestep alone drives it
             nn.init.normal_(self.pooled_embedder.fc1.weight, std=0.02)
             nn.init.zeros_(self.pooled_embedder.fc2.weight)
+        # Positions start at zero: a network begins as one without them.
+        if self.position_embedder is not None:
+            nn.init.zeros_(self.position_embedder.linear.weight)
+            nn.init.zeros_(self.position_embedder.linear.bias)
         # adaLN-Zero: every modulation starts at zero, so each gate is zero and each
         # block is the identity; the cross-attention (ungated) gets a zero output projection.
         nn.init.zeros_(self.t_modulation[-1].weight)
@@ -214,6 +239,8 @@ class DiT(nn.Module):
             packing = self.prepare([x.shape for x in latents], text_mask)
         B, L, _ = text_states.shape
         x = self.x_embedder(pack(latents, self.patch_size))  # (N, D)
+        if self.position_embedder is not None:
+            x = x + self.position_embedder(packing.fractions)  # (N, D)
         c = self.t_embedder(timesteps)  # (B, D)
         if self.pooled_embedder is not None:
             weights = text_mask.to(text_states.dtype).unsqueeze(-1)  # (B, L, 1)

@@ -57,6 +57,19 @@ def grid_positions(grid: Grid, device=None) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
 
 
+# Fractional positions (NaViT, Dehghani et al., 2023, section 3.1): each token's place as a
+# fraction of its own clip, so "the right quarter of the frame" and "the first frame" mean
+# the same at every size and duration. Rotary attention sees only the offsets between
+# tokens; without this the network cannot tell where in the frame it is drawing.
+def grid_fractions(grid: Grid, device=None) -> torch.Tensor:
+    # -> (t*h*w, 3) float (t, y, x) in the raster order of patchify. Time runs from 0 at the first
+    # frame to 1 at the last (a still is a first frame); height and width are token centres, (i + 0.5) / n.
+    t, h, w = grid
+    axes = [torch.arange(t, device=device, dtype=torch.float32) / max(t - 1, 1)]
+    axes += [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n for n in (h, w)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
 # ---------------------------------------------------------------------------
 # 3D rotary position embedding: RoFormer (Su et al., 2021) applied per axis, with
 # each head's rotary pairs split between time, height and width (as in the 3D
@@ -131,6 +144,7 @@ class Packing:
     self_mask: torch.Tensor | None  # (N, N) additive (0 same sample, -inf elsewhere); None when all lengths are equal
     rope_cos: torch.Tensor  # (N, head_dim)
     rope_sin: torch.Tensor  # (N, head_dim), signed as Rope3D.tables gives it
+    fractions: torch.Tensor  # (N, 3) each token's (t, y, x) as a fraction of its clip (grid_fractions)
     text_index: torch.Tensor  # (M,) long: positions of the valid text tokens in the flattened (B*L) text
     cross_mask: torch.Tensor  # (N, M) additive: 0 where a token may attend a text token (same sample), -inf elsewhere
 
@@ -160,11 +174,12 @@ def pack_layout(grids: list[Grid], text_mask: torch.Tensor, rope: Rope3D) -> Pac
     tables = [rope.tables(g, device) for g in grids]
     rope_cos = torch.cat([c for c, _ in tables])
     rope_sin = torch.cat([s for _, s in tables])
+    fractions = torch.cat([grid_fractions(g, device) for g in grids])
     # Only the valid text tokens of each sample are kept (packed, like the video tokens).
     text_index = text_mask.reshape(-1).nonzero().squeeze(1)
     text_sample_ids = text_index // L
     cross_mask = additive_mask(sample_ids[:, None] == text_sample_ids[None, :])
-    return Packing(list(grids), lengths, sample_ids, self_mask, rope_cos, rope_sin, text_index, cross_mask)
+    return Packing(list(grids), lengths, sample_ids, self_mask, rope_cos, rope_sin, fractions, text_index, cross_mask)
 
 
 def pack(latents: list[torch.Tensor], patch_size: Grid) -> torch.Tensor:
