@@ -6,6 +6,7 @@ import torch
 from model.config import preset
 from model.dit import DiT, DiTBlock, count_parameters
 from model.flow import flow_matching_loss
+from model.patches import patchify
 from model.vae import CausalVAE
 
 
@@ -142,3 +143,42 @@ def test_pooled_text_starts_at_zero_ignores_padding_and_carries_the_prompt():
         silenced = dit(latents, timesteps, text_states, text_mask)
         other_prompt = dit(latents, timesteps, text_states + 1, text_mask)
     assert (silenced[0] - other_prompt[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("fractional_positions", [False, True])
+def test_only_fractional_positions_tell_a_token_where_it_is(fractional_positions):
+    # A latent that is the same at every token, as pure noise is on average. Rotary attention sees
+    # only offsets and every value is the same, so without fractional positions every token
+    # gets the same output: the network could not put an object anywhere in particular.
+    import dataclasses
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(preset("tiny").dit, fractional_positions=fractional_positions)
+    dit = randomize(DiT(config), seed=3).eval()
+    C = config.latent_channels
+    latent = torch.randn(C, 1, 1, 1).expand(C, 5, 8, 8).contiguous()
+    with torch.no_grad():
+        out = dit([latent], torch.tensor([1.0]), torch.randn(1, 4, 384), torch.ones(1, 4, dtype=torch.bool))[0]
+    tokens = patchify(out, config.patch_size)  # (5 * 4 * 4, patch_dim)
+    spread = (tokens - tokens[0]).abs().max()
+    if fractional_positions:
+        assert spread > 1e-2
+    else:
+        assert spread < 1e-4
+
+
+def test_fractional_positions_start_at_zero():
+    import dataclasses
+
+    torch.manual_seed(0)
+    plain = DiT(preset("tiny").dit).eval()
+    torch.manual_seed(0)
+    placed = DiT(dataclasses.replace(preset("tiny").dit, fractional_positions=True)).eval()
+    randomize(plain, seed=3)
+    state = {k: v for k, v in plain.state_dict().items()}
+    missing = placed.load_state_dict(state, strict=False).missing_keys
+    assert missing == ["position_embedder.linear.weight", "position_embedder.linear.bias"]
+    latents, timesteps, text_states, text_mask = tiny_inputs()
+    with torch.no_grad():  # the embedder's zero start leaves the network as it was without it
+        for a, b in zip(plain(latents, timesteps, text_states, text_mask), placed(latents, timesteps, text_states, text_mask)):
+            assert torch.allclose(a, b, atol=1e-6)

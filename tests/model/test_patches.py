@@ -8,6 +8,7 @@ from model.dit import DiT
 from model.patches import (
     Rope3D,
     apply_rotary,
+    grid_fractions,
     grid_positions,
     num_tokens,
     pack,
@@ -37,6 +38,19 @@ def test_patchify_roundtrip_and_order():
     index = (2 * 3 + 1) * 4 + 3
     assert torch.equal(tokens[index].view(4, 1, 2, 2), x[:, 2:3, 2:4, 6:8])
     assert torch.equal(grid_positions((5, 3, 4))[index], torch.tensor([2, 1, 3]))
+
+
+def test_fractions_place_each_token_in_its_own_clip():
+    fractions = grid_fractions((5, 2, 4))
+    assert fractions.shape == (40, 3)
+    # Same raster order as patchify: token (t=4, h=1, w=2) is the last frame, lower half, third column.
+    assert torch.equal(fractions[(4 * 2 + 1) * 4 + 2], torch.tensor([1.0, 0.75, 0.625]))
+    assert torch.equal(fractions[:, 0].unique(), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    # A still is a first frame.
+    assert torch.equal(grid_fractions((1, 2, 2))[:, 0], torch.zeros(4))
+    # Fractions do not depend on the canvas size: a column of a twice-as-wide grid sits midway between two.
+    narrow, wide = grid_fractions((1, 1, 8))[:, 2], grid_fractions((1, 1, 16))[:, 2]
+    assert torch.allclose(narrow, wide.view(8, 2).mean(1))
 
 
 def test_patchify_rejects_shapes_the_patch_does_not_divide():
