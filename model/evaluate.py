@@ -577,6 +577,14 @@ def eval_command(args) -> int:
 
     from model.pipeline import TextToVideo
 
+    if args.words:
+        # The probe samples nothing and scores the transformer alone: these options would change nothing.
+        ignored = [name for name, value in (("--steps", args.steps), ("--sampler", args.sampler),
+                                            ("--guidance", args.guidance), ("--autoencoder", args.autoencoder or None))
+                   if value is not None]
+        if ignored:
+            print(f"reel eval: --words samples nothing, so it takes no {', '.join(ignored)}", file=sys.stderr)
+            return 2
     single, pairs = heldout_cases(), heldout_pair_cases()
     if args.limit is not None:
         if args.limit < 1:

@@ -68,3 +68,11 @@ def test_an_object_is_never_named_the_colour_of_its_background(attribute):
     scene = next(s for s in probe_scenes(200) if s.objects[0].color == "white")
     wrong = [parse_prompt(p) for p in wrong_prompts(scene, attribute)]
     assert wrong and all(s.background != s.objects[0].color for s in wrong)
+
+
+@pytest.mark.parametrize("option", [["--steps", "4"], ["--sampler", "heun"], ["--guidance", "2"], ["--autoencoder"]])
+def test_reel_eval_words_refuses_the_sampling_options_it_would_ignore(option, capsys):
+    from app.cli import main
+
+    assert main(["eval", "--model", "tiny", "--words", *option]) == 2
+    assert f"--words samples nothing, so it takes no {option[0]}" in capsys.readouterr().err
