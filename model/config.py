@@ -2,7 +2,7 @@
 
 A preset names a whole model (autoencoder, transformer, text encoder, sampler
 defaults). `tiny` keeps tests fast, `shapes-s2` is the bundled CPU model (`shapes-s` the
-one before it, `shapes-s3` an experiment on it), and `b`, `l`, `xl` are GPU sizes whose
+one before it, `shapes-s3` and `shapes-s4` experiments on it), and `b`, `l`, `xl` are GPU sizes whose
 parameter counts are stated beside them.
 """
 
@@ -157,10 +157,9 @@ PRESETS: dict[str, ModelConfig] = {
         dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True),
         flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
     ),
-    # shapes-s2 with fractional positions (docs/model.md): its transformer has rotary positions only, which
-    # tell tokens their offsets but not their place in the frame. A Shapes clip's trajectory is fixed by its
-    # prompt in frame coordinates ("moving left": from 0.75 W to 0.25 W), so that place is what a prompt's
-    # motion, and where its one object goes, depend on.
+    # An experiment on shapes-s2 (docs/model.md): fractional positions. Rotary positions tell tokens their
+    # offsets but not their place in the frame, and a Shapes prompt fixes where its object goes in frame
+    # coordinates ("moving left": from 0.75 W to 0.25 W).
     "shapes-s4": ModelConfig(
         name="shapes-s4",
         vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
