@@ -13,6 +13,8 @@ positions over (t, h, w).
 
 All samples of a batch, whatever their shape, are packed into one token
 sequence with a block-diagonal self-attention mask (NaViT; see patches.py).
+Presets with `fractional_positions` also add each token's place as a fraction
+of its own clip (NaViT's fractional positions), which rotary attention cannot see.
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ class PositionEmbedder(nn.Module):
     """Fourier features of a token's fractional (t, y, x) position (NeRF's positional encoding,
     Mildenhall et al., 2020), then a linear map to the token width.
 
-    Octave frequencies from half a period across the clip up to one period per
-    2^(bands-1) of it: enough to tell the 16 token columns of a 64-pixel frame apart.
+    Octave periods from twice the clip down to a sixteenth of it, so the finest
+    band tells apart tokens a thirty-second of the clip apart, more than the
+    Shapes canvases need (at most 8 tokens across, 9 latent frames). `bands` sets the parameter count, so changing it breaks trained weights;
+    it stays a constant here, as the timestep's frequency_size does.
     """
 
     def __init__(self, hidden_size: int, bands: int = 6):
@@ -225,7 +229,7 @@ class DiT(nn.Module):
         return token_grid(latent_shape, self.patch_size)
 
     def prepare(self, latent_shapes, text_mask: torch.Tensor) -> Packing:
-        """The packing (masks, rotary tables, text gather indices) for latents of these shapes.
+        """The packing (masks, rotary tables, fractional positions, text gather indices) for latents of these shapes.
 
         Build it once and pass it to every forward over the same shapes and text
         masks (a sampler's steps) to skip rebuilding it.

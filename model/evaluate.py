@@ -575,16 +575,18 @@ def eval_command(args) -> int:
     """`reel eval`: prompt adherence of a model on the held-out Shapes cases."""
     import sys
 
-    from model.pipeline import TextToVideo
-
     if args.words:
         # The probe samples nothing and scores the transformer alone: these options would change nothing.
         ignored = [name for name, value in (("--steps", args.steps), ("--sampler", args.sampler),
-                                            ("--guidance", args.guidance), ("--autoencoder", args.autoencoder or None))
-                   if value is not None]
+                                            ("--guidance", args.guidance)) if value is not None]
+        if args.autoencoder:
+            ignored.append("--autoencoder")
         if ignored:
             print(f"reel eval: --words samples nothing, so it takes no {', '.join(ignored)}", file=sys.stderr)
             return 2
+
+    from model.pipeline import TextToVideo
+
     single, pairs = heldout_cases(), heldout_pair_cases()
     if args.limit is not None:
         if args.limit < 1:

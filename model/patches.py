@@ -155,7 +155,7 @@ def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
 
 
 def pack_layout(grids: list[Grid], text_mask: torch.Tensor, rope: Rope3D) -> Packing:
-    """Masks, rotary tables and text gather indices for samples of the given token grids.
+    """Masks, rotary tables, fractional positions and text gather indices for samples of the given token grids.
 
     text_mask: (B, L) bool, one row per sample; every row needs at least one
     True (a tokenizer always emits its start and end tokens).

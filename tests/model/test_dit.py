@@ -1,12 +1,14 @@
 """The DiT: identity blocks at init, conditioning, parameter counts, and that it learns."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from model.config import preset
 from model.dit import DiT, DiTBlock, count_parameters
 from model.flow import flow_matching_loss
-from model.patches import patchify
+from model.patches import grid_fractions, patchify
 from model.vae import CausalVAE
 
 
@@ -86,7 +88,7 @@ def test_parameters_of_tiny_including_its_vae_under_one_million():
         ("shapes-s", 5.37),  # 192 wide, 8 deep: ~5M (adaLN-single keeps the modulation to one 192 x 1152 map)
         ("shapes-s2", 5.41),  # the same network over 1x4x4 patches: a wider patch embedding and output layer
         ("shapes-s3", 5.41),  # the transformer of shapes-s2 (only its autoencoder differs)
-        ("shapes-s4", 5.41),  # shapes-s2 and its fractional positions: a 36 -> 192 map (6,912 parameters)
+        ("shapes-s4", 5.41),  # shapes-s2 and its fractional positions (checked exactly below)
         ("shapes-s5", 5.41),  # shapes-s4 (only its training timesteps differ)
         ("b", 119.9),  # 768 x 12
         ("l", 414.5),  # 1024 x 24
@@ -125,8 +127,6 @@ def test_training_reduces_the_flow_matching_loss():
 
 
 def test_pooled_text_starts_at_zero_ignores_padding_and_carries_the_prompt():
-    import dataclasses
-
     torch.manual_seed(0)
     dit = DiT(dataclasses.replace(preset("tiny").dit, pooled_text=True)).eval()
     latents, timesteps, text_states, text_mask = tiny_inputs()
@@ -152,8 +152,6 @@ def test_only_fractional_positions_tell_a_token_where_it_is(fractional_positions
     # A latent that is the same at every token, as pure noise is on average. Rotary attention sees
     # only offsets and every value is the same, so without fractional positions every token
     # gets the same output: the network could not put an object anywhere in particular.
-    import dataclasses
-
     torch.manual_seed(0)
     config = dataclasses.replace(preset("tiny").dit, fractional_positions=fractional_positions)
     dit = randomize(DiT(config), seed=3).eval()
@@ -169,18 +167,19 @@ def test_only_fractional_positions_tell_a_token_where_it_is(fractional_positions
         assert spread < 1e-4
 
 
-def test_fractional_positions_start_at_zero():
-    import dataclasses
-
-    torch.manual_seed(0)
-    plain = DiT(preset("tiny").dit).eval()
-    torch.manual_seed(0)
-    placed = DiT(dataclasses.replace(preset("tiny").dit, fractional_positions=True)).eval()
-    randomize(plain, seed=3)
-    state = {k: v for k, v in plain.state_dict().items()}
-    missing = placed.load_state_dict(state, strict=False).missing_keys
+def test_fractional_positions_start_at_zero_cost_one_small_map_and_restart_per_sample():
+    config = preset("tiny").dit
+    plain = randomize(DiT(config), seed=3).eval()
+    placed = DiT(dataclasses.replace(config, fractional_positions=True)).eval()
+    missing = placed.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert missing == ["position_embedder.linear.weight", "position_embedder.linear.bias"]
+    # Six octaves of sine and cosine per axis, mapped to the width: 36 x D + D parameters.
+    assert count_parameters(placed) - count_parameters(plain) == 36 * config.hidden_size + config.hidden_size
     latents, timesteps, text_states, text_mask = tiny_inputs()
     with torch.no_grad():  # the embedder's zero start leaves the network as it was without it
         for a, b in zip(plain(latents, timesteps, text_states, text_mask), placed(latents, timesteps, text_states, text_mask)):
             assert torch.allclose(a, b, atol=1e-6)
+    # Packed samples of different shapes each get their own clip's fractions.
+    packing = placed.prepare([x.shape for x in latents], text_mask)
+    first, second = packing.grids
+    assert torch.equal(packing.fractions, torch.cat([grid_fractions(first), grid_fractions(second)]))
