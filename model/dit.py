@@ -62,8 +62,9 @@ class PositionEmbedder(nn.Module):
 
     Octave periods from twice the clip down to a sixteenth of it, so the finest
     band tells apart tokens a thirty-second of the clip apart, more than the
-    Shapes canvases need (at most 8 tokens across, 9 latent frames). `bands` sets the parameter count, so changing it breaks trained weights;
-    it stays a constant here, as the timestep's frequency_size does.
+    Shapes canvases need (at most 8 tokens across, 9 latent frames). `bands` sets
+    the parameter count, so changing it breaks trained weights; it stays a
+    constant here, as the timestep's frequency_size does.
     """
 
     def __init__(self, hidden_size: int, bands: int = 6):
