@@ -209,9 +209,9 @@ class DiT(nn.Module):
             nn.init.normal_(self.pooled_embedder.fc1.weight, std=0.02)
             nn.init.zeros_(self.pooled_embedder.fc2.weight)
         # The position map keeps basic_init's Xavier start, on a par with the patch embedding, as
-        # DiT's fixed sin-cos positions are. Started at zero, its only gradient came through the
-        # zero-initialised final layer, and a net learning text -> clip from pure noise told
-        # "left" from "right" 20x less after 300 steps (docs/model.md, "Positions that start at zero").
+        # DiT's fixed sin-cos positions are. Started at zero, it grows only once the zero-initialised
+        # final layer has, and position-dependent prompts were learned about 100 steps later
+        # (docs/model.md, "Positions from the first step").
         # adaLN-Zero: every modulation starts at zero, so each gate is zero and each
         # block is the identity; the cross-attention (ungated) gets a zero output projection.
         nn.init.zeros_(self.t_modulation[-1].weight)
