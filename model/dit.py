@@ -210,8 +210,8 @@ class DiT(nn.Module):
             nn.init.zeros_(self.pooled_embedder.fc2.weight)
         # The position map keeps basic_init's Xavier start, on a par with the patch embedding, as
         # DiT's fixed sin-cos positions are. Started at zero, it grows only once the zero-initialised
-        # final layer has, and position-dependent prompts were learned about 100 steps later
-        # (docs/model.md, "Positions from the first step").
+        # final layer has: position-dependent prompts were learned up to 100 steps later in a
+        # small measurement at t = 1 (docs/model.md, "Positions from the first step").
         # adaLN-Zero: every modulation starts at zero, so each gate is zero and each
         # block is the identity; the cross-attention (ungated) gets a zero output projection.
         nn.init.zeros_(self.t_modulation[-1].weight)
