@@ -577,10 +577,9 @@ def eval_command(args) -> int:
 
     if args.words:
         # The probe samples nothing and scores the transformer alone: these options would change nothing.
-        ignored = [name for name, value in (("--steps", args.steps), ("--sampler", args.sampler),
-                                            ("--guidance", args.guidance)) if value is not None]
-        if args.autoencoder:
-            ignored.append("--autoencoder")
+        given = (("--steps", args.steps is not None), ("--sampler", args.sampler is not None),
+                 ("--guidance", args.guidance is not None), ("--autoencoder", args.autoencoder))
+        ignored = [name for name, was_given in given if was_given]
         if ignored:
             print(f"reel eval: --words samples nothing, so it takes no {', '.join(ignored)}", file=sys.stderr)
             return 2
