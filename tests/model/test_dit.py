@@ -179,10 +179,10 @@ def test_fractional_positions_start_at_a_fifth_or_more_of_a_noise_token_cost_one
     # embedding of unit-variance noise (a zero start left them for the slow final layer to grow).
     torch.manual_seed(0)
     fresh = DiT(dataclasses.replace(config, fractional_positions=True))
-    grid = (5, 4, 4)
+    fractions = grid_fractions((5, 4, 4))
     with torch.no_grad():
-        positions = fresh.position_embedder(grid_fractions(grid)).norm(dim=-1).mean()
-        content = fresh.x_embedder(torch.randn(80, fresh.x_embedder.in_features)).norm(dim=-1).mean()
+        positions = fresh.position_embedder(fractions).norm(dim=-1).mean()
+        content = fresh.x_embedder(torch.randn(len(fractions), fresh.x_embedder.in_features)).norm(dim=-1).mean()
     assert positions > 0.2 * content
     latents, timesteps, text_states, text_mask = tiny_inputs()
     # Packed samples of different shapes each get their own clip's fractions.
