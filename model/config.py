@@ -2,7 +2,7 @@
 
 A preset names a whole model (autoencoder, transformer, text encoder, sampler
 defaults). `tiny` keeps tests fast, `shapes-s2` is the bundled CPU model (`shapes-s` the
-one before it, `shapes-s3`, `shapes-s4` and `shapes-s5` experiments on it), and `b`, `l`, `xl` are GPU sizes whose
+one before it, `shapes-s3` to `shapes-s6` experiments on it), and `b`, `l`, `xl` are GPU sizes whose
 parameter counts are stated beside them.
 """
 
@@ -72,6 +72,7 @@ class FlowConfig:
     logit_normal_mean: float = 0.0  # training timesteps: sigmoid(N(mean, std))
     logit_normal_std: float = 1.0  # spread of the logit-normal (SD3 uses mean 0, std 1: most weight mid-path)
     text_dropout: float = 0.1  # share of training captions replaced by "" (teaches the unconditional branch)
+    foreground_weight: float = 0.0  # training loss weight added on latent cells over object pixels (0: all cells alike)
 
     def __post_init__(self):
         # A config.json with defaults the sampler would refuse fails when it loads, not at a user's first request.
@@ -177,6 +178,16 @@ PRESETS: dict[str, ModelConfig] = {
         dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
                       fractional_positions=True),
         flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0, logit_normal_mean=0.5),
+    ),
+    # An experiment on shapes-s5 (docs/model.md): the transformer's loss weighted 5x on latent cells over
+    # object pixels, as the autoencoder's is. The object is about a sixth of the latent cells; unweighted,
+    # the background makes most of the loss and the object's motion, the last thing learned, the least.
+    "shapes-s6": ModelConfig(
+        name="shapes-s6",
+        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
+        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
+                      fractional_positions=True),
+        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0, logit_normal_mean=0.5, foreground_weight=4.0),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
     "b": ModelConfig(

@@ -45,15 +45,20 @@ def shift_timesteps(t: torch.Tensor, num_tokens, config: FlowConfig) -> torch.Te
     return shift * t / (1 + (shift - 1) * t)
 
 
-def flow_matching_loss(velocity_fn: VelocityFn, latents: list, timesteps: torch.Tensor, noise: list) -> torch.Tensor:
+def flow_matching_loss(velocity_fn: VelocityFn, latents: list, timesteps: torch.Tensor, noise: list,
+                       weights: list | None = None) -> torch.Tensor:
     """Mean squared error between predicted and true velocity over every latent cell of every sample.
 
-    latents, noise: lists of (C, t_i, h_i, w_i); timesteps: (B,) already shifted.
-    Every cell counts the same, so long clips weigh more than stills (as with packing in NaViT).
+    latents, noise: lists of (C, t_i, h_i, w_i); timesteps: (B,) already shifted; weights: None, or a
+    list of (1, t_i, h_i, w_i) or None per sample, multiplying each cell's squared error.
+    Every cell counts the same unless weighted, so long clips weigh more than stills (as with packing in NaViT).
     """
+    weights = weights or [None] * len(latents)
     noisy = [(1 - t) * x0 + t * n for x0, n, t in zip(latents, noise, timesteps)]
     predicted = velocity_fn(noisy, timesteps)
-    squared = sum(((v - (n - x0)) ** 2).sum() for v, n, x0 in zip(predicted, noise, latents))
+    squared = sum(
+        ((v - (n - x0)) ** 2 * (1.0 if w is None else w)).sum() for v, n, x0, w in zip(predicted, noise, latents, weights)
+    )
     return squared / sum(x0.numel() for x0 in latents)
 
 

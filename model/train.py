@@ -405,6 +405,18 @@ def encoder_fingerprint(vae: CausalVAE) -> str:
 # the transformer stage
 
 
+def latent_foreground(x: torch.Tensor, vae_config) -> torch.Tensor:
+    """foreground_mask on the latent grid: 1 on latent cells whose pixels include any of it."""
+    # x: (1, 3, T, H, W) in [-1, 1] -> (1, t, h, w)
+    mask = foreground_mask(x)  # (1, 1, T, H, W)
+    # The causal autoencoder gives the first frame a latent frame of its own, then one per temporal_factor frames.
+    first, rest = mask[:, :, :1], mask[:, :, 1:]
+    if rest.shape[2]:
+        rest = F.max_pool3d(rest, (vae_config.temporal_factor, 1, 1))
+    mask = torch.cat([first, rest], dim=2)
+    return F.max_pool3d(mask, (1, vae_config.spatial_factor, vae_config.spatial_factor))[0]
+
+
 def latent_tokens_of(config: ModelConfig, latent: torch.Tensor) -> int:
     # latent: (C, t, h, w) -> the number of transformer tokens it becomes
     pt, ph, pw = config.dit.patch_size
@@ -422,6 +434,7 @@ class LatentPool:
     def __init__(self, vae: CausalVAE, config: ModelConfig, seed: int, size: int, folder: FolderClips | None, device: str):
         self.vae, self.config, self.seed, self.size, self.folder, self.device = vae, config, seed, size, folder, device
         self.latents: dict[int, torch.Tensor] = {}
+        self.weights: dict[int, torch.Tensor | None] = {}
         self.scenes: dict[int, object] = {}
 
     def shape_of(self, index: int) -> tuple[int, int, int]:
@@ -430,33 +443,44 @@ class LatentPool:
         return width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))]
 
     @torch.no_grad()
-    def get(self, index: int, epoch: int) -> tuple[torch.Tensor, str]:
+    def get(self, index: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        """(latent, loss weight per latent cell or None, caption) of clip `index` in epoch `epoch`."""
         if self.folder is not None:
             video, text = self.folder.item(index)
-            return self.vae.encode(video_to_tensor(video)[None].to(self.device))[0], text
+            return *self.encode(video), text
         from model.data.shapes import caption, render, sample_scene
 
         if index not in self.latents:
             width, height, frames = self.shape_of(index)
             scene = sample_scene(rng_for(self.seed, 4, index))
-            video = render(scene, width, height, frames)
-            self.latents[index] = self.vae.encode(video_to_tensor(video)[None].to(self.device))[0]
+            self.latents[index], self.weights[index] = self.encode(render(scene, width, height, frames))
             self.scenes[index] = scene
-        return self.latents[index], caption(self.scenes[index], rng_for(self.seed, 5, index, epoch))
+        return self.latents[index], self.weights[index], caption(self.scenes[index], rng_for(self.seed, 5, index, epoch))
+
+    def encode(self, video) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = video_to_tensor(video)[None].to(self.device)
+        weight = None
+        if self.config.flow.foreground_weight:
+            weight = 1.0 + self.config.flow.foreground_weight * latent_foreground(x, self.config.vae)
+        return self.vae.encode(x)[0], weight
 
 
-def dit_batch(pool: LatentPool, position: int, token_budget: int) -> tuple[list[torch.Tensor], list[str], int]:
-    """Packs clips from the seeded stream, starting at `position`, up to the token budget (NaViT)."""
-    latents, captions, used = [], [], 0
+def dit_batch(pool: LatentPool, position: int, token_budget: int) -> tuple[list[torch.Tensor], list, list[str], int]:
+    """Packs clips from the seeded stream, starting at `position`, up to the token budget (NaViT).
+
+    Returns the latents, their loss weights (None each without a foreground weight), captions and the next position.
+    """
+    latents, weights, captions, used = [], [], [], 0
     pool_size = pool.size if pool.folder is None else len(pool.folder.dataset)
     while True:
         epoch, offset = divmod(position, pool_size)
         index = int(rng_for(pool.seed, 6, epoch).permutation(pool_size)[offset]) if pool.folder is None else position
-        latent, text = pool.get(index, epoch)
+        latent, weight, text = pool.get(index, epoch)
         tokens = latent_tokens_of(pool.config, latent)
         if latents and used + tokens > token_budget:
-            return latents, captions, position
+            return latents, weights, captions, position
         latents.append(latent)
+        weights.append(weight)
         captions.append(text)
         used += tokens
         position += 1
@@ -521,7 +545,7 @@ def train_dit(
     last_step = steps if stop_after is None else min(steps, start + stop_after)
     for step in range(start, last_step):
         began = time.time()
-        latents, captions, position = dit_batch(pool, position, token_budget)
+        latents, weights, captions, position = dit_batch(pool, position, token_budget)
         generator = torch_generator(seed, 7, step)
         # Caption dropout teaches the unconditional branch used by classifier-free guidance.
         keep = torch.rand(len(captions), generator=generator) >= config.flow.text_dropout
@@ -538,7 +562,7 @@ def train_dit(
         step_lr = learning_rate(step, steps, lr, warmup=min(500, steps // 10 + 1))
         for group in optimizer.param_groups:
             group["lr"] = step_lr
-        loss = flow_matching_loss(velocity, latents, timesteps, noise)
+        loss = flow_matching_loss(velocity, latents, timesteps, noise, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)

@@ -71,6 +71,25 @@ def test_loss_is_zero_for_the_true_velocity_and_the_mse_otherwise():
     assert zero.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_a_weight_multiplies_each_cells_squared_error():
+    torch.manual_seed(0)
+    x0 = [torch.randn(4, 3, 4, 4), torch.randn(4, 1, 2, 6)]
+    noise = [torch.randn_like(x) for x in x0]
+    t = torch.tensor([0.3, 0.8])
+
+    def zero(x, _):
+        return [torch.zeros_like(v) for v in x]
+
+    weight = torch.ones(1, 3, 4, 4)
+    weight[:, :, :2] = 5.0  # the top half of the first sample's cells, over every channel
+    weighted = flow_matching_loss(zero, x0, t, noise, [weight, None])
+    squared = [(n - x) ** 2 for n, x in zip(noise, x0)]
+    expected = ((squared[0] * weight).sum() + squared[1].sum()) / sum(x.numel() for x in x0)
+    assert weighted.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert weighted > flow_matching_loss(zero, x0, t, noise)
+    assert flow_matching_loss(zero, x0, t, noise, [None, None]).item() == flow_matching_loss(zero, x0, t, noise).item()
+
+
 @pytest.mark.parametrize("sampler", ["euler", "heun"])
 def test_samplers_follow_a_straight_path_exactly(sampler):
     # For a single data point x0, the rectified-flow velocity is (x_t - x0) / t: a

@@ -14,6 +14,7 @@ from model.train import (
     evaluate_vae_psnr,
     export_checkpoint,
     foreground_mask,
+    latent_foreground,
     latest_checkpoint,
     learning_rate,
     load_trained_vae,
@@ -126,6 +127,47 @@ def test_the_foreground_mask_covers_the_object_and_its_edge():
     ring = mask.sum() - drawn.sum()
     assert 0 < ring <= 4 * 21 * 9  # plus a one-pixel ring around a 19-20 pixel square, no more
     assert mask[:, 0].sum() == mask[:, :, 0].sum() == 0  # nothing of the background
+
+
+def test_the_latent_foreground_marks_the_latent_cells_that_see_the_object():
+    from model.data.shapes import Scene, ShapeObject, render
+
+    config = preset("shapes-s2").vae  # 4x in time and space
+    scene = Scene("black", (ShapeObject(color="red", shape="circle", size="medium", motion="right"),))
+    x = video_to_tensor(render(scene, 64, 48, 17))[None]
+    cells = latent_foreground(x, config)
+    assert cells.shape == (1, 5, 12, 16)  # (1, 1 + 16 / 4 latent frames, 48 / 4, 64 / 4)
+    pixels = foreground_mask(x)[0, 0]  # (17, 48, 64)
+    # Latent frame 0 is frame 0 alone; latent frame k covers frames 4k - 3 .. 4k.
+    for k, frames in enumerate([pixels[:1], *pixels[1:].split(4)]):
+        seen = frames.amax(0).view(12, 4, 16, 4).amax((1, 3))
+        assert torch.equal(cells[0, k], seen)
+    assert 0 < cells.mean() < 0.5
+    # Moving right: the first latent frame's object is left of the last one's.
+    columns = torch.arange(16.0)
+    first, last = ((cells[0, k].sum(0) * columns).sum() / cells[0, k].sum() for k in (0, 4))
+    assert last > first + 4
+
+
+def test_a_dit_runs_foreground_weight_weighs_its_loss_toward_the_object(vae_run, tmp_path):
+    from model.train import LatentPool
+    from model.vae import CausalVAE
+
+    weighted = dataclasses.replace(TINY, flow=dataclasses.replace(TINY.flow, foreground_weight=4.0))
+    vae = CausalVAE(TINY.vae).eval()
+    plain_pool, weighted_pool = (LatentPool(vae, config, 0, 4, None, "cpu") for config in (TINY, weighted))
+    latent, weight, _ = weighted_pool.get(1, 0)
+    plain_latent, no_weight, _ = plain_pool.get(1, 0)
+    assert no_weight is None and torch.equal(latent, plain_latent)
+    assert weight.shape == (1, *latent.shape[1:])
+    assert set(weight.unique().tolist()) == {1.0, 5.0}
+    # A run with it trains, and its log says so by a loss unlike the unweighted run's on the same data.
+    out = tmp_path / "weighted"
+    train_dit(weighted, vae_run, out, steps=2, seed=0, **DIT_ARGS)
+    plain_out = tmp_path / "plain"
+    train_dit(TINY, vae_run, plain_out, steps=2, seed=0, **DIT_ARGS)
+    loss_of = [json.loads((run / "log.jsonl").read_text().splitlines()[0])["loss"] for run in (out, plain_out)]
+    assert loss_of[0] > loss_of[1] * 1.05
 
 
 def test_foreground_weight_raises_the_loss_on_object_pixels():
