@@ -1,8 +1,8 @@
 """Model configuration: frozen dataclasses and named presets.
 
 A preset names a whole model (autoencoder, transformer, text encoder, sampler
-defaults). `tiny` keeps tests fast, `shapes-s2` is the bundled CPU model (`shapes-s` the
-one before it, `shapes-s3` to `shapes-s6` experiments on it), and `b`, `l`, `xl` are GPU sizes whose
+defaults). `tiny` keeps tests fast, `shapes-s5` is the bundled CPU model (`shapes-s` and `shapes-s2`
+the ones before it; `shapes-s3`, `shapes-s4` and `shapes-s6` experiments), and `b`, `l`, `xl` are GPU sizes whose
 parameter counts are stated beside them.
 """
 
@@ -136,7 +136,7 @@ PRESETS: dict[str, ModelConfig] = {
         # pooled-text projection (VAE 2.69M).
         dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
     ),
-    # The bundled CPU model (reel-shapes-v1, docs/model.md): the 8x autoencoder above rounds moving squares and
+    # The second CPU model (docs/model.md; its autoencoder is the bundled model's): the 8x autoencoder above rounds moving squares and
     # triangles into discs (shape 50% on its round trip of the held-out renders). This one is 4x in
     # space from a narrow full-resolution stage (same cost, VAE 0.68M) and weights object pixels in its
     # loss; 1x4x4 patches keep the transformer at the same 80 tokens for 64x64x17 (DiT 5.41M).
@@ -168,7 +168,7 @@ PRESETS: dict[str, ModelConfig] = {
                       fractional_positions=True),
         flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
     ),
-    # An experiment on shapes-s4 (docs/model.md): training timesteps drawn nearer the noisy end
+    # The bundled CPU model (reel-shapes-v1, docs/model.md): shapes-s4 with training timesteps drawn nearer the noisy end
     # (sigmoid(N(0.5, 1)) before the shift: after the shift of 2 at 64x64x17, 16% of them above t = 0.9
     # instead of 7%). There a sampler settles where the object goes, and the word probe finds background and
     # colour words counting most there.
