@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--autoencoder", action="store_true",
                           help="score the autoencoder's round trip of the true renders (the ceiling it sets), not generations")
+    evaluate.add_argument("--seen", action="store_true",
+                          help="score 48 single-object clips a --seed 0 training run learns from, with its captions, "
+                               "instead of the held-out set (has the model learned its data, or only not generalised?)")
     evaluate.add_argument("--words", action="store_true",
                           help="no sampling: how much the denoising loss rises when the prompt names an attribute wrongly, "
                                "per attribute (which words the model heeds); --limit sets the scenes (default 24)")

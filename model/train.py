@@ -423,6 +423,22 @@ def latent_tokens_of(config: ModelConfig, latent: torch.Tensor) -> int:
     return (latent.shape[1] // pt) * (latent.shape[2] // ph) * (latent.shape[3] // pw)
 
 
+def pool_clip(config: ModelConfig, seed: int, index: int) -> tuple:
+    """(scene, (width, height, frames)) of the Shapes clip a transformer run with `seed` trains on at `index`."""
+    from model.data.shapes import sample_scene
+
+    rng = rng_for(seed, 3, index)
+    width, height = config.sizes[int(rng.integers(len(config.sizes)))]
+    return sample_scene(rng_for(seed, 4, index)), (width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))])
+
+
+def pool_caption(scene, seed: int, index: int, epoch: int) -> str:
+    """The wording of clip `index` in `epoch`: drawn afresh each epoch."""
+    from model.data.captions import caption
+
+    return caption(scene, rng_for(seed, 5, index, epoch))
+
+
 class LatentPool:
     """Latents of clips addressed by (seed, index), encoded once by the frozen autoencoder and kept.
 
@@ -437,25 +453,19 @@ class LatentPool:
         self.weights: dict[int, torch.Tensor | None] = {}
         self.scenes: dict[int, object] = {}
 
-    def shape_of(self, index: int) -> tuple[int, int, int]:
-        rng = rng_for(self.seed, 3, index)
-        width, height = self.config.sizes[int(rng.integers(len(self.config.sizes)))]
-        return width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))]
-
     @torch.no_grad()
     def get(self, index: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         """(latent, loss weight per latent cell or None, caption) of clip `index` in epoch `epoch`."""
         if self.folder is not None:
             video, text = self.folder.item(index)
             return *self.encode(video), text
-        from model.data.shapes import caption, render, sample_scene
+        from model.data.shapes import render
 
         if index not in self.latents:
-            width, height, frames = self.shape_of(index)
-            scene = sample_scene(rng_for(self.seed, 4, index))
+            scene, (width, height, frames) = pool_clip(self.config, self.seed, index)
             self.latents[index], self.weights[index] = self.encode(render(scene, width, height, frames))
             self.scenes[index] = scene
-        return self.latents[index], self.weights[index], caption(self.scenes[index], rng_for(self.seed, 5, index, epoch))
+        return self.latents[index], self.weights[index], pool_caption(self.scenes[index], self.seed, index, epoch)
 
     def encode(self, video) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = video_to_tensor(video)[None].to(self.device)

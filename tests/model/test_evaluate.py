@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model.config import preset
 from model.data import HELDOUT_COMBOS, MOTIONS, Scene, ShapeObject, caption, parse_prompt, render, sample_scene
 from model.evaluate import (
     EvalCase,
@@ -17,6 +18,7 @@ from model.evaluate import (
     heldout_cases,
     heldout_pair_cases,
     largest_blobs,
+    seen_cases,
     summarize,
 )
 
@@ -262,6 +264,41 @@ def test_reel_eval_runs_a_model_and_writes_its_report(tmp_path, capsys):
         assert set(case["result"]) >= {"background", "color", "shape", "motion", "all", "predicted", "flicker"}
     grid = Image.open(out / "frames.png")
     assert grid.width == 4 * 130 and grid.height == 2 * (130 + 12)
+
+
+def test_seen_cases_are_the_clips_and_captions_a_run_trains_on():
+    from model.train import LatentPool, pool_clip
+    from model.vae import CausalVAE
+
+    config = preset("tiny")
+    cases = seen_cases(config, count=20)
+    pool = LatentPool(CausalVAE(config.vae).eval(), config, 0, 100, None, "cpu")
+    indices = [int(case.id.split("-")[1]) for case in cases]
+    for index, case in zip(indices, cases):
+        latent, _, text = pool.get(index, 0)
+        assert text == case.prompt
+        assert case.scene.objects == pool.scenes[index].objects and len(case.scene.objects) == 1
+        sf, tf = config.vae.spatial_factor, config.vae.temporal_factor
+        assert latent.shape[1:] == (1 + (case.frames - 1) // tf, case.height // sf, case.width // sf)
+        # An unnamed background is not scored; a named one is the clip's.
+        named = parse_prompt(case.prompt).background
+        assert case.scene.background == (pool.scenes[index].background if named else None)
+    assert {case.scene.background is None for case in cases} == {True, False}
+    # Only two-object scenes and stills are passed over.
+    for index in set(range(indices[-1])) - set(indices):
+        scene, (_, _, frames) = pool_clip(config, 0, index)
+        assert len(scene.objects) == 2 or frames == 1
+
+
+def test_reel_eval_can_score_clips_the_model_trained_on(tmp_path, capsys):
+    from app.cli import main
+
+    out = tmp_path / "seen"
+    assert main(["eval", "--model", "tiny", "--seen", "--limit", "2", "--steps", "2", "--out", str(out)]) == 0
+    assert "seen" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert [c["id"] for c in report["cases"]] == [c.id for c in seen_cases(preset("tiny"))[:2]]
+    assert set(report["summary"]) == {"seen"}
 
 
 def test_reel_eval_can_score_the_autoencoder_alone(tmp_path, capsys):

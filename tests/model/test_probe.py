@@ -70,7 +70,7 @@ def test_an_object_is_never_named_the_colour_of_its_background(attribute):
     assert wrong and all(s.background != s.objects[0].color for s in wrong)
 
 
-@pytest.mark.parametrize("option", [["--steps", "4"], ["--sampler", "heun"], ["--guidance", "2"], ["--autoencoder"]])
+@pytest.mark.parametrize("option", [["--steps", "4"], ["--sampler", "heun"], ["--guidance", "2"], ["--autoencoder"], ["--seen"]])
 def test_reel_eval_words_refuses_the_sampling_options_it_would_ignore(option, capsys):
     from app.cli import main
 
