@@ -59,6 +59,7 @@ class TextConfig:
 
 
 SAMPLERS = ("euler", "heun")  # the samplers model/flow.py implements
+PREDICTIONS = ("velocity", "data")  # what the network may output (model/flow.py, to_velocity)
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,14 @@ class FlowConfig:
     logit_normal_std: float = 1.0  # spread of the logit-normal (SD3 uses mean 0, std 1: most weight mid-path)
     text_dropout: float = 0.1  # share of training captions replaced by "" (teaches the unconditional branch)
     foreground_weight: float = 0.0  # training loss weight added on latent cells over object pixels (0: all cells alike)
+    prediction: str = "velocity"  # what the network outputs: "velocity" (noise - clean) or "data" (the clean latent)
 
     def __post_init__(self):
         # A config.json with defaults the sampler would refuse fails when it loads, not at a user's first request.
         if self.sampler not in SAMPLERS:
             raise ValueError(f"flow.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"flow.prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
         if self.steps < 1:
             raise ValueError(f"flow.steps must be at least 1, got {self.steps}")
 
@@ -188,6 +192,14 @@ PRESETS: dict[str, ModelConfig] = {
         dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
                       fractional_positions=True),
         flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0, logit_normal_mean=0.5, foreground_weight=4.0),
+    ),
+    # An experiment on shapes-s5 (docs/model.md): the network predicts the clean latent, not the velocity.
+    "shapes-s7": ModelConfig(
+        name="shapes-s7",
+        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
+        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
+                      fractional_positions=True),
+        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0, logit_normal_mean=0.5, prediction="data"),
     ),
     # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
     "b": ModelConfig(

@@ -45,6 +45,20 @@ def shift_timesteps(t: torch.Tensor, num_tokens, config: FlowConfig) -> torch.Te
     return shift * t / (1 + (shift - 1) * t)
 
 
+# Clean-latent prediction (JiT: Li & He, 2025, "Back to Basics: Let Denoising Generative Models
+# Denoise"): clean data lies near a low-dimensional set and noise does not, so a small network has
+# an easier time outputting the clean latent than the velocity, which carries the noise. The loss
+# and the samplers still see velocities, v = (x_t - x0) / t, with t held off zero as JiT does.
+MIN_DATA_T = 0.05
+
+
+def to_velocity(outputs: list, noisy: list, timesteps: torch.Tensor, config: FlowConfig) -> list:
+    """The velocity of each sample from the network's outputs (lists of (C, t, h, w); timesteps (B,))."""
+    if config.prediction == "velocity":
+        return outputs
+    return [(x - x0) / t.clamp_min(MIN_DATA_T) for x, x0, t in zip(noisy, outputs, timesteps)]
+
+
 def flow_matching_loss(velocity_fn: VelocityFn, latents: list, timesteps: torch.Tensor, noise: list,
                        weights: list | None = None) -> torch.Tensor:
     """Mean squared error between predicted and true velocity over every latent cell of every sample.

@@ -21,7 +21,7 @@ import torch
 
 from model.config import ModelConfig, preset, PRESETS
 from model.dit import DiT
-from model.flow import classifier_free_guidance, make_noise, sample, timestep_shift
+from model.flow import classifier_free_guidance, make_noise, sample, timestep_shift, to_velocity
 from model.text import TextEncoder
 from model.vae import CausalVAE
 
@@ -246,7 +246,7 @@ class TextToVideo:
         def velocity_rows(x_rows, t_rows):
             with self._autocast():
                 v = self.dit(x_rows, t_rows, text_states, text_mask, packing=packing)
-            return [vi.float() for vi in v]
+            return to_velocity([vi.float() for vi in v], x_rows, t_rows, flow)
 
         velocity_fn = classifier_free_guidance(velocity_rows, guidance) if guided else velocity_rows
         return sample(velocity_fn, noise, steps, sampler=sampler, shifts=shifts, on_step=on_step)

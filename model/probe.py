@@ -23,7 +23,7 @@ import torch
 
 from model.data.captions import BACKGROUND_WORDS, COLOR_WORDS, MOTION_WORDS, SHAPE_WORDS, SIZE_WORDS
 from model.data.shapes import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, render, sample_scene
-from model.flow import make_noise
+from model.flow import make_noise, to_velocity
 from model.train import rng_for, video_to_tensor
 
 ATTRIBUTES = ("background", "color", "shape", "motion")
@@ -77,7 +77,9 @@ def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
                     # The training loss (model/flow.py), per prompt: every prompt is one row of a
                     # single forward pass over the same noisy latent.
                     noisy = (1 - t) * latent + t * noise
-                    predicted = pipeline.dit([noisy] * rows, torch.full((rows,), t, device=pipeline.device), states, mask)
+                    times = torch.full((rows,), t, device=pipeline.device)
+                    predicted = to_velocity(pipeline.dit([noisy] * rows, times, states, mask), [noisy] * rows, times,
+                                            pipeline.config.flow)
                     losses += torch.stack([((v - (noise - latent)) ** 2).mean() for v in predicted]).cpu()
                 losses /= NOISE_DRAWS
                 for attribute in ATTRIBUTES:

@@ -514,7 +514,7 @@ def train_dit(
 ):
     """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end."""
     from model.dit import DiT
-    from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps
+    from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps, to_velocity
     from model.text import TextEncoder
 
     out = Path(out)
@@ -567,7 +567,7 @@ def train_dit(
         noise = [torch.randn(z.shape, generator=generator) for z in latents]
 
         def velocity(xs, t):
-            return dit(xs, t, text_states, text_mask)
+            return to_velocity(dit(xs, t, text_states, text_mask), xs, t, config.flow)
 
         step_lr = learning_rate(step, steps, lr, warmup=min(500, steps // 10 + 1))
         for group in optimizer.param_groups:

@@ -13,6 +13,7 @@ from model.flow import (
     schedule,
     shift_timesteps,
     timestep_shift,
+    to_velocity,
 )
 
 CONFIG = FlowConfig(base_tokens=256, base_shift=1.0, max_shift=3.0)
@@ -199,3 +200,20 @@ def test_noise_depends_only_on_seed_and_shape():
     torch.manual_seed(123)
     assert torch.equal(a, make_noise((4, 5, 8, 8), seed=7))
     assert a.std().item() == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_clean_latent_prediction_becomes_the_velocity_it_implies():
+    torch.manual_seed(0)
+    x0 = [torch.randn(4, 3, 4, 4), torch.randn(4, 1, 2, 6), torch.randn(4, 1, 2, 2)]
+    noise = [torch.randn_like(x) for x in x0]
+    t = torch.tensor([0.3, 0.8, 0.01])
+    noisy = [(1 - tb) * x + tb * n for x, n, tb in zip(x0, noise, t)]
+    velocity = FlowConfig(prediction="velocity")
+    assert to_velocity(x0, noisy, t, velocity) is x0  # the network's outputs, untouched
+    v = to_velocity(x0, noisy, t, FlowConfig(prediction="data"))
+    for b in range(2):
+        assert torch.allclose(v[b], noise[b] - x0[b], atol=1e-5)
+    # Near t = 0 the division is held at t = 0.05, so the velocity stays finite and small.
+    assert torch.allclose(v[2], (noisy[2] - x0[2]) / 0.05)
+    with pytest.raises(ValueError, match="flow.prediction"):
+        FlowConfig(prediction="noise")

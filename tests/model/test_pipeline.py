@@ -219,3 +219,23 @@ def test_the_device_is_an_argument_and_bf16_autocast_is_for_cuda_only(pipe, tmp_
                      lambda: TextToVideo.from_pretrained(tmp_path / "model", device="cuda:0")):
             with pytest.raises(ValueError, match="no CUDA GPU"):
                 make()
+
+
+def test_a_model_that_predicts_the_clean_latent_samples_with_the_velocity_it_implies(pipe):
+    import dataclasses
+
+    from model.flow import make_noise
+
+    config = dataclasses.replace(pipe.config, flow=dataclasses.replace(pipe.config.flow, prediction="data"))
+    data_pipe = TextToVideo(config, pipe.vae, pipe.dit, pipe.text)
+    spec = VideoSpec("a red circle moving left", frames=9, seed=3, steps=1, guidance=1.0)
+    # One Euler step from t = 1 to 0 lands on what the network predicts from the noise: x1 - (x1 - x0) = x0.
+    (latent,) = data_pipe.sample_latents([spec], sampler="euler")
+    noise = make_noise(data_pipe.latent_shape(spec), spec.seed)
+    states, mask = pipe.text.encode([spec.prompt])
+    with torch.inference_mode():
+        (predicted,) = pipe.dit([noise], torch.ones(1), states, mask)
+    assert torch.allclose(latent, predicted, atol=1e-5)
+    # The same weights read as a velocity land elsewhere.
+    (as_velocity,) = pipe.sample_latents([spec], sampler="euler")
+    assert not torch.allclose(as_velocity, predicted, atol=1e-2)

@@ -184,6 +184,22 @@ def test_foreground_weight_raises_the_loss_on_object_pixels():
     assert weighted_loss > plain_loss * 1.05
 
 
+def test_a_dit_run_can_train_the_network_to_predict_the_clean_latent(vae_run, tmp_path):
+    from model.pipeline import TextToVideo, VideoSpec
+
+    data = dataclasses.replace(TINY, flow=dataclasses.replace(TINY.flow, prediction="data"))
+    runs = {name: tmp_path / name for name in ("data", "velocity")}
+    train_dit(data, vae_run, runs["data"], steps=2, seed=0, **DIT_ARGS)
+    train_dit(TINY, vae_run, runs["velocity"], steps=2, seed=0, **DIT_ARGS)
+    # A fresh network outputs zero: as a velocity the loss is E|noise - x0|^2, as a clean latent E|x0 / t|^2.
+    first = {name: json.loads((run / "log.jsonl").read_text().splitlines()[0])["loss"] for name, run in runs.items()}
+    assert abs(first["data"] - first["velocity"]) > 0.05 * first["velocity"]
+    pipeline = TextToVideo.from_pretrained(runs["data"] / "export")
+    assert pipeline.config.flow.prediction == "data"
+    (video,) = pipeline.generate([VideoSpec("a red circle moving left", frames=9, steps=2)])
+    assert video.shape == (9, 64, 64, 3)
+
+
 def test_out_directory_of_another_run_is_refused(vae_run):
     with pytest.raises(ValueError, match="different run"):
         train_vae(preset("shapes-s"), vae_run, steps=1, **VAE_ARGS)
