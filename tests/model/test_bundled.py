@@ -10,10 +10,10 @@ from model import TextToVideo, VideoSpec
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reel-shapes-v1"
 # Floors for the quick quality check, one case under what the shipped weights score on these 8 prompts
-# at their default sampling (background 8, colour 8 of 8; docs/model.md has the full evaluation). Shape
-# (3 of 8) and motion (2 of 8) are not far enough above chance (1 in 3 and 1 in 8) on 8 prompts for a
-# floor; the word probe below checks that motion words are heeded.
-BACKGROUND_AT_LEAST = 7 / 8
+# at their default sampling (background 7, colour 8 of 8; docs/model.md has the full evaluation). Shape
+# (4 of 8) and motion (3 of 8) are not far enough above chance (1 in 3 and 1 in 8) on 8 prompts for a
+# floor; the word probe below checks that shape and motion words are heeded.
+BACKGROUND_AT_LEAST = 6 / 8
 COLOR_AT_LEAST = 7 / 8
 # The autoencoder alone on the same prompts' true renders scores colour 8/8, motion 8/8 and shape 4/8:
 # four frames share a latent frame, and moving corners smear into discs, which caps the transformer's
@@ -21,11 +21,12 @@ COLOR_AT_LEAST = 7 / 8
 AUTOENCODER_COLOR_AT_LEAST = 7 / 8
 AUTOENCODER_MOTION_AT_LEAST = 7 / 8
 AUTOENCODER_SHAPE_AT_LEAST = 3 / 8
-# The word probe (model/probe.py) on 24 scenes at t = 0.95: a wrong background, colour or motion word costs
-# the shipped weights 0.82, 0.31 and 0.095 of loss, and the right prompt wins in every scene; at t = 0.8 the
-# right motion wins in every scene too. The checks below use 4 scenes.
+# The word probe (model/probe.py) at t = 0.95: on 24 scenes a wrong background, colour, motion or shape word
+# costs the shipped weights 0.82, 0.46, 0.28 and 0.062 of loss, and the right prompt wins in every scene; at
+# t = 0.8 too. The checks below use 4 scenes (there: 0.94, 0.49, 0.24 and 0.067), with floors well under.
 WORD_GAP_AT_LEAST = 0.05
-MOTION_GAP_AT_LEAST = 0.02
+MOTION_GAP_AT_LEAST = 0.1
+SHAPE_GAP_AT_LEAST = 0.02
 
 
 def quick_cases():
@@ -101,15 +102,17 @@ def test_its_autoencoder_keeps_what_the_analyzer_scores(pipeline):
     assert summary["motion"] >= AUTOENCODER_MOTION_AT_LEAST, summary
 
 
-def test_it_heeds_background_colour_and_motion_words(pipeline):
-    """Without sampling: a prompt that names the background, the object's colour or its motion wrongly makes
-    the transformer predict worse on true renders. Shape words are hardly heeded yet (docs/model.md)."""
+def test_it_heeds_background_colour_motion_and_shape_words(pipeline):
+    """Without sampling: a prompt that names the background, the object's colour, its motion or its shape
+    wrongly makes the transformer predict worse on true renders (most at the noisy end, where a sampler
+    settles what the clip shows)."""
     from model.probe import probe_scenes, word_sensitivity
 
     result = word_sensitivity(pipeline, probe_scenes(4))
     for attribute in ("background", "color"):
         assert all(r["gap"] > 0 and r["true_wins"] >= 0.75 for r in result[attribute].values()), result[attribute]
         assert result[attribute]["0.95"]["gap"] >= WORD_GAP_AT_LEAST, result[attribute]
-    motion = result["motion"]
-    assert all(motion[t]["gap"] > 0 and motion[t]["true_wins"] >= 0.75 for t in ("0.8", "0.95")), motion
-    assert motion["0.95"]["gap"] >= MOTION_GAP_AT_LEAST, motion
+    for attribute, floor in (("motion", MOTION_GAP_AT_LEAST), ("shape", SHAPE_GAP_AT_LEAST)):
+        gaps = result[attribute]
+        assert all(gaps[t]["gap"] > 0 and gaps[t]["true_wins"] >= 0.75 for t in ("0.8", "0.95")), gaps
+        assert gaps["0.95"]["gap"] >= floor, gaps
