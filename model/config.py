@@ -2,7 +2,7 @@
 
 A preset names a whole model (autoencoder, transformer, text encoder, sampler
 defaults). `tiny` keeps tests fast, `shapes-s5` is the bundled CPU model (`shapes-s` and `shapes-s2`
-the ones before it; `shapes-s3`, `shapes-s4` and `shapes-s6` experiments), and `b`, `l`, `xl` are GPU sizes whose
+the ones before it; `shapes-s3`, `shapes-s4`, `shapes-s6` and `shapes-s7` experiments), and `b`, `l`, `xl` are GPU sizes whose
 parameter counts are stated beside them.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -124,118 +124,99 @@ def _as_tuples(value):
     return value
 
 
+# Tests: random weights, 0.30M parameters in all (DiT 0.22M, VAE 0.08M), a 64x64x17 clip in well under a second.
+_TINY = ModelConfig(
+    name="tiny",
+    vae=VAEConfig(latent_channels=4, base_channels=8, channel_mults=(1, 2, 2)),
+    dit=DiTConfig(latent_channels=4, hidden_size=64, depth=2, num_heads=2),
+    flow=FlowConfig(steps=4),
+)
+
+# The first CPU model (docs/model.md, "Before"): an 8x autoencoder.
+_SHAPES_S = ModelConfig(
+    name="shapes-s",
+    vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
+    # 192 wide, 8 deep, head dim 64: 5.37M parameters with the shared (adaLN-single) modulation and the
+    # pooled-text projection (VAE 2.69M).
+    dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
+)
+
+# The second CPU model (docs/model.md; its autoencoder is the bundled model's): the 8x autoencoder above rounds moving squares and
+# triangles into discs (shape 50% on its round trip of the held-out renders). This one is 4x in
+# space from a narrow full-resolution stage (same cost, VAE 0.68M) and weights object pixels in its
+# loss; 1x4x4 patches keep the transformer at the same 80 tokens for 64x64x17 (DiT 5.41M).
+# A token carries 4x the latent values of a shapes-s token, so the timestep shift is doubled
+# (SD3's sqrt of the size ratio): 2 at 80 tokens, growing to 4.
+_SHAPES_S2 = ModelConfig(
+    name="shapes-s2",
+    vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
+    dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True),
+    flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
+)
+
+# The presets after shapes-s2 each change one thing in the one they name; a run's config.json records
+# the whole config, so a change here does not alter what an existing run loads.
+
+# An experiment on shapes-s2 (docs/model.md): 2x in time instead of 4x. Four frames per latent frame
+# smear moving corners (17 of the 19 shapes the shapes-s2 autoencoder gets wrong move); two frames
+# per latent frame cost the transformer twice the tokens (144 for 64x64x17).
+_SHAPES_S3 = replace(_SHAPES_S2, name="shapes-s3", vae=replace(_SHAPES_S2.vae, temporal_downsample=(True, False)))
+
+# An experiment on shapes-s2 (docs/model.md): fractional positions. Rotary positions tell tokens their
+# offsets but not their place in the frame, and a Shapes prompt fixes where its object goes in frame
+# coordinates ("moving left": from 0.75 W to 0.25 W).
+_SHAPES_S4 = replace(_SHAPES_S2, name="shapes-s4", dit=replace(_SHAPES_S2.dit, fractional_positions=True))
+
+# The bundled CPU model (reel-shapes-v1, docs/model.md): shapes-s4 with training timesteps drawn nearer the noisy end
+# (sigmoid(N(0.5, 1)) before the shift: after the shift of 2 at 64x64x17, 16% of them above t = 0.9
+# instead of 7%). There a sampler settles where the object goes, and the word probe finds background and
+# colour words counting most there.
+_SHAPES_S5 = replace(_SHAPES_S4, name="shapes-s5", flow=replace(_SHAPES_S4.flow, logit_normal_mean=0.5))
+
+# An experiment on shapes-s5 (docs/model.md): the transformer's loss weighted 5x on latent cells over
+# object pixels, as the autoencoder's is. The object is about a sixth of the latent cells; unweighted,
+# the background makes most of the loss and the object's motion, the last thing learned, the least.
+_SHAPES_S6 = replace(_SHAPES_S5, name="shapes-s6", flow=replace(_SHAPES_S5.flow, foreground_weight=4.0))
+
+# An experiment on shapes-s5 (docs/model.md): the network predicts the clean latent, not the velocity.
+_SHAPES_S7 = replace(_SHAPES_S5, name="shapes-s7", flow=replace(_SHAPES_S5.flow, prediction="data"))
+
+# GPU sizes share one autoencoder: 8x in space and 4x in time, twice the blocks of the CPU ones, no
+# cheaper spatial-only stage (VAE 146.2M). Parameter counts of the transformers are stated in
+# docs/model.md and checked by a test.
+_GPU_VAE = VAEConfig(
+    latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
+    temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
+)
+_B = ModelConfig(
+    name="b",
+    vae=_GPU_VAE,
+    dit=DiTConfig(latent_channels=16, hidden_size=768, depth=12, num_heads=12),  # 119.9M
+    sizes=((256, 256), (448, 256), (256, 448)),
+    max_side=512,
+    seconds=(0, 2, 4, 8),
+)
+_L = ModelConfig(
+    name="l",
+    vae=_GPU_VAE,
+    dit=DiTConfig(latent_channels=16, hidden_size=1024, depth=24, num_heads=16),  # 414.5M
+    sizes=((512, 512), (768, 432), (432, 768)),
+    max_side=768,
+    seconds=(0, 2, 4, 8),
+)
+_XL = ModelConfig(
+    name="xl",
+    vae=_GPU_VAE,
+    # STDiT3-XL's width; 48 full spacetime blocks make 1,034.6M parameters.
+    dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=48, num_heads=16),
+    sizes=((640, 352), (352, 640), (512, 512)),
+    max_side=1024,
+    seconds=(0, 2, 4, 8),
+)
+
 PRESETS: dict[str, ModelConfig] = {
-    # Tests: random weights, 0.30M parameters in all (DiT 0.22M, VAE 0.08M), a 64x64x17 clip in well under a second.
-    "tiny": ModelConfig(
-        name="tiny",
-        vae=VAEConfig(latent_channels=4, base_channels=8, channel_mults=(1, 2, 2)),
-        dit=DiTConfig(latent_channels=4, hidden_size=64, depth=2, num_heads=2),
-        flow=FlowConfig(steps=4),
-    ),
-    # The first CPU model (docs/model.md, "Before"): an 8x autoencoder.
-    "shapes-s": ModelConfig(
-        name="shapes-s",
-        vae=VAEConfig(latent_channels=8, base_channels=32, channel_mults=(1, 2, 4)),
-        # 192 wide, 8 deep, head dim 64: 5.37M parameters with the shared (adaLN-single) modulation and the
-        # pooled-text projection (VAE 2.69M).
-        dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
-    ),
-    # The second CPU model (docs/model.md; its autoencoder is the bundled model's): the 8x autoencoder above rounds moving squares and
-    # triangles into discs (shape 50% on its round trip of the held-out renders). This one is 4x in
-    # space from a narrow full-resolution stage (same cost, VAE 0.68M) and weights object pixels in its
-    # loss; 1x4x4 patches keep the transformer at the same 80 tokens for 64x64x17 (DiT 5.41M).
-    # A token carries 4x the latent values of a shapes-s token, so the timestep shift is doubled
-    # (SD3's sqrt of the size ratio): 2 at 80 tokens, growing to 4.
-    "shapes-s2": ModelConfig(
-        name="shapes-s2",
-        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
-        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True),
-        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
-    ),
-    # An experiment on shapes-s2 (docs/model.md): 2x in time instead of 4x. Four frames per latent frame
-    # smear moving corners (17 of the 19 shapes the shapes-s2 autoencoder gets wrong move); two frames
-    # per latent frame cost the transformer twice the tokens (144 for 64x64x17).
-    "shapes-s3": ModelConfig(
-        name="shapes-s3",
-        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4),
-                      temporal_downsample=(True, False), foreground_weight=4.0),
-        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True),
-        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
-    ),
-    # An experiment on shapes-s2 (docs/model.md): fractional positions. Rotary positions tell tokens their
-    # offsets but not their place in the frame, and a Shapes prompt fixes where its object goes in frame
-    # coordinates ("moving left": from 0.75 W to 0.25 W).
-    "shapes-s4": ModelConfig(
-        name="shapes-s4",
-        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
-        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
-                      fractional_positions=True),
-        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0),
-    ),
-    # The bundled CPU model (reel-shapes-v1, docs/model.md): shapes-s4 with training timesteps drawn nearer the noisy end
-    # (sigmoid(N(0.5, 1)) before the shift: after the shift of 2 at 64x64x17, 16% of them above t = 0.9
-    # instead of 7%). There a sampler settles where the object goes, and the word probe finds background and
-    # colour words counting most there.
-    "shapes-s5": ModelConfig(
-        name="shapes-s5",
-        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
-        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
-                      fractional_positions=True),
-        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0, logit_normal_mean=0.5),
-    ),
-    # An experiment on shapes-s5 (docs/model.md): the transformer's loss weighted 5x on latent cells over
-    # object pixels, as the autoencoder's is. The object is about a sixth of the latent cells; unweighted,
-    # the background makes most of the loss and the object's motion, the last thing learned, the least.
-    "shapes-s6": ModelConfig(
-        name="shapes-s6",
-        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
-        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
-                      fractional_positions=True),
-        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0, logit_normal_mean=0.5, foreground_weight=4.0),
-    ),
-    # An experiment on shapes-s5 (docs/model.md): the network predicts the clean latent, not the velocity.
-    "shapes-s7": ModelConfig(
-        name="shapes-s7",
-        vae=VAEConfig(latent_channels=8, patch_size=1, base_channels=16, channel_mults=(1, 2, 4), foreground_weight=4.0),
-        dit=DiTConfig(latent_channels=8, patch_size=(1, 4, 4), hidden_size=192, depth=8, num_heads=3, pooled_text=True,
-                      fractional_positions=True),
-        flow=FlowConfig(base_tokens=80, base_shift=2.0, max_shift=4.0, logit_normal_mean=0.5, prediction="data"),
-    ),
-    # GPU sizes (parameter counts of the transformer are stated in docs/model.md and checked by a test).
-    "b": ModelConfig(
-        name="b",
-        vae=VAEConfig(
-            latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
-            temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
-        ),
-        dit=DiTConfig(latent_channels=16, hidden_size=768, depth=12, num_heads=12),  # 119.9M (VAE 146.2M)
-        sizes=((256, 256), (448, 256), (256, 448)),
-        max_side=512,
-        seconds=(0, 2, 4, 8),
-    ),
-    "l": ModelConfig(
-        name="l",
-        vae=VAEConfig(
-            latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
-            temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
-        ),
-        dit=DiTConfig(latent_channels=16, hidden_size=1024, depth=24, num_heads=16),  # 414.5M (VAE 146.2M)
-        sizes=((512, 512), (768, 432), (432, 768)),
-        max_side=768,
-        seconds=(0, 2, 4, 8),
-    ),
-    "xl": ModelConfig(
-        name="xl",
-        vae=VAEConfig(
-            latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
-            temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
-        ),
-        # STDiT3-XL's width; 48 full spacetime blocks make 1,034.6M parameters (VAE 146.2M).
-        dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=48, num_heads=16),
-        sizes=((640, 352), (352, 640), (512, 512)),
-        max_side=1024,
-        seconds=(0, 2, 4, 8),
-    ),
+    config.name: config
+    for config in (_TINY, _SHAPES_S, _SHAPES_S2, _SHAPES_S3, _SHAPES_S4, _SHAPES_S5, _SHAPES_S6, _SHAPES_S7, _B, _L, _XL)
 }
 
 

@@ -76,10 +76,9 @@ def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
                     noise = make_noise(latent.shape, 1000 * n + draw, pipeline.device)
                     # The training loss (model/flow.py), per prompt: every prompt is one row of a
                     # single forward pass over the same noisy latent.
-                    noisy = (1 - t) * latent + t * noise
+                    noisy = [(1 - t) * latent + t * noise] * rows
                     times = torch.full((rows,), t, device=pipeline.device)
-                    predicted = to_velocity(pipeline.dit([noisy] * rows, times, states, mask), [noisy] * rows, times,
-                                            pipeline.config.flow)
+                    predicted = to_velocity(pipeline.dit(noisy, times, states, mask), noisy, times, pipeline.config.flow)
                     losses += torch.stack([((v - (noise - latent)) ** 2).mean() for v in predicted]).cpu()
                 losses /= NOISE_DRAWS
                 for attribute in ATTRIBUTES:

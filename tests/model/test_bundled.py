@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from model import TextToVideo, VideoSpec
+from model.config import preset
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reel-shapes-v1"
 # Floors for the quick quality check, one case under what the shipped weights score on these 8 prompts
@@ -54,6 +55,11 @@ def test_it_loads_by_name_as_the_shapes_s5_preset(pipeline):
     assert (pipeline.config.vae.spatial_factor, pipeline.config.vae.temporal_factor) == (4, 4)
     # Sampling chosen by measuring quality against speed (docs/model.md).
     assert (pipeline.config.flow.sampler, pipeline.config.flow.steps) == ("heun", 10)
+    # Field for field the preset it was trained as (the presets are derived from one another: an edit
+    # to one must not change another), apart from the sampling its export chose.
+    trained_as = preset("shapes-s5")
+    assert pipeline.config == dataclasses.replace(
+        trained_as, flow=dataclasses.replace(trained_as.flow, sampler="heun", steps=10))
 
 
 def test_it_makes_the_asked_shapes_and_frame_counts_deterministically(pipeline):
