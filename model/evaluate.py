@@ -338,6 +338,40 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
+def by_asked_value(scenes: list[Scene], results: list[dict]) -> dict:
+    """For colour, shape and motion: per value asked, how many objects showed it and what the others read as.
+
+    {"shape": {"square": {"count": 15, "right": 2, "read_as": {"circle": 13}}, ...}, ...}; an object whose
+    attribute was not checkable (motion in a still image) is left out; a value the analyzer could not
+    read at all is counted as "none".
+    """
+    table: dict = {attribute: {} for attribute in ("color", "shape", "motion")}
+    for scene, result in zip(scenes, results):
+        for obj, found in zip(scene.objects, result["objects"]):
+            for attribute, values in table.items():
+                if found[attribute] is None:
+                    continue
+                cell = values.setdefault(getattr(obj, attribute), {"count": 0, "right": 0, "read_as": {}})
+                cell["count"] += 1
+                if found[attribute]:
+                    cell["right"] += 1
+                else:
+                    read = found["predicted"][attribute] or "none"
+                    cell["read_as"][read] = cell["read_as"].get(read, 0) + 1
+    return table
+
+
+def _by_value_lines(table: dict) -> str:
+    lines = []
+    for attribute, values in table.items():
+        cells = []
+        for value, cell in sorted(values.items()):
+            wrong = ", ".join(f"{read} {n}" for read, n in sorted(cell["read_as"].items(), key=lambda item: -item[1]))
+            cells.append(f"{value} {cell['right']}/{cell['count']}" + (f" (read as {wrong})" if wrong else ""))
+        lines.append(f"{attribute:<8}" + "; ".join(cells))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------
 # The held-out evaluation set.
 
@@ -646,6 +680,9 @@ def eval_command(args) -> int:
     if pair_results:
         summaries["two_objects"] = summarize(pair_results)
     print(_table([(name, s) for name, s in summaries.items()]))
+    # Which values fail, and as what (over every object of every case): the summary says how much, this says where.
+    by_value = by_asked_value([case.scene for case in cases], results)
+    print(_by_value_lines(by_value))
     made_by = ("the autoencoder's round trip of the true renders" if args.autoencoder else
                f"steps {steps}, sampler {sampler}, guidance {guidance}")
     print(f"{len(cases)} cases in {seconds:.1f} s (model {args.model}, {made_by})")
@@ -661,6 +698,7 @@ def eval_command(args) -> int:
             "autoencoder_only": args.autoencoder,
             "seconds": seconds,
             "summary": summaries,
+            "by_asked_value": by_value,
             "cases": [
                 {**{k: v for k, v in asdict(case).items() if k != "scene"}, "scene": asdict(case.scene), "result": result}
                 for case, result in zip(cases, results)

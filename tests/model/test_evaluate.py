@@ -15,6 +15,7 @@ from model.evaluate import (
     EvalCase,
     _batches,
     analyze,
+    by_asked_value,
     heldout_cases,
     heldout_pair_cases,
     largest_blobs,
@@ -238,6 +239,33 @@ def test_summarize_counts_only_checkable_results():
     assert summary == {"count": 2, "background": 1.0, "color": 1.0, "shape": 0.5, "motion": 1.0, "all": 0.5, "flicker": 1.0}
 
 
+def test_by_asked_value_says_which_values_fail_and_as_what():
+    circle_left = ShapeObject("red", "circle", "large", "left")
+    video = render(Scene("black", (circle_left,)), 112, 64, 17)
+    still = render(Scene("black", (circle_left,)), 112, 64, 1)
+    scenes = [
+        Scene("black", (circle_left,)),  # right in every attribute
+        Scene("black", (ShapeObject("red", "square", "large", "left"),)),  # a square asked, a circle drawn
+        Scene("black", (ShapeObject("red", "square", "large", "right"),)),  # and moving the other way
+        Scene("black", (ShapeObject("red", "square", "large", "right"),)),  # a still image: motion not checkable
+    ]
+    results = [analyze(v, scene) for v, scene in zip([video, video, video, still], scenes)]
+    table = by_asked_value(scenes, results)
+    assert table["shape"] == {
+        "circle": {"count": 1, "right": 1, "read_as": {}},
+        "square": {"count": 3, "right": 0, "read_as": {"circle": 3}},
+    }
+    assert table["motion"] == {
+        "left": {"count": 2, "right": 2, "read_as": {}},
+        "right": {"count": 1, "right": 0, "read_as": {"left": 1}},
+    }
+    assert table["color"] == {"red": {"count": 4, "right": 4, "read_as": {}}}
+    # An object the analyzer finds nothing of is read as "none".
+    empty = np.full((9, 64, 64, 3), 16, np.uint8)
+    table = by_asked_value(scenes[:1], [analyze(empty, scenes[0])])
+    assert table["shape"] == {"circle": {"count": 1, "right": 0, "read_as": {"none": 1}}}
+
+
 def test_batches_pack_cases_within_a_budget():
     cases = [EvalCase(str(i), "p", None, 64, 64, frames, 0) for i, frames in enumerate((33, 33, 9, 17, 33))]
     batches = _batches(cases, 64 * 64 * 50)
@@ -260,6 +288,9 @@ def test_reel_eval_runs_a_model_and_writes_its_report(tmp_path, capsys):
     assert [c["id"] for c in report["cases"]] == [c.id for c in heldout_cases()[:2]]
     results = [c["result"] for c in report["cases"]]
     assert report["summary"]["single"] == summarize(results)
+    scenes = [heldout_cases()[i].scene for i in range(2)]
+    assert report["by_asked_value"] == by_asked_value(scenes, results)
+    assert "shape" in printed and "motion" in printed.split("flicker")[-1]
     for case in report["cases"]:
         assert set(case["result"]) >= {"background", "color", "shape", "motion", "all", "predicted", "flicker"}
     grid = Image.open(out / "frames.png")
