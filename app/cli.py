@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--token-budget", type=int, default=None, help="tokens (or latent cells) per packed batch")
     train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--stop-after", type=int, default=None,
+                       help="vae, decoder, dit: end this process after N more steps, with a checkpoint "
+                            "(the same command, or one with other --steps, continues the run)")
     train.add_argument("--stills-share", type=float, default=None,
                        help="vae stage: the share of the first steps that show still images only (default 0)")
     train.add_argument("--pool-size", type=int, default=None,

@@ -690,11 +690,13 @@ def train_command(args) -> int:
     config = preset(args.preset)
     if args.steps is None or args.steps < 1:
         raise SystemExit("--steps must be at least 1")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise SystemExit("--stop-after must be at least 1")
     if args.data != "shapes" and not Path(args.data).is_dir():
         raise SystemExit(f"--data must be 'shapes' or a folder of videos, got {args.data!r}")
     common = dict(
         steps=args.steps, seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every,
-        data=args.data, device=args.device, log=functools.partial(print, flush=True),
+        data=args.data, device=args.device, stop_after=args.stop_after, log=functools.partial(print, flush=True),
     )
     if args.stage == "vae":
         shares = {} if args.stills_share is None else {"stills_share": args.stills_share}

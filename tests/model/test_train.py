@@ -272,6 +272,23 @@ def test_a_dit_run_resumes_only_with_the_data_settings_it_started_with(vae_run, 
     assert json.loads((latest_checkpoint(out) / "state.json").read_text())["step"] == 4
 
 
+def test_a_dit_run_can_stop_after_some_steps_and_go_on_to_another_schedule(vae_run, tmp_path):
+    out = tmp_path / "run"
+    cli = ["train", "dit", "--preset", "tiny", "--vae", str(vae_run), "--out", str(out), "--token-budget", "160",
+           "--pool-size", "12", "--threads", "1"]
+    assert train_command(build_parser().parse_args(cli + ["--steps", "6", "--stop-after", "2"])) == 0
+    assert json.loads((latest_checkpoint(out) / "state.json").read_text())["step"] == 2
+    assert not (out / "export").exists()  # stopped, not finished
+    # The run goes on to a shorter schedule: its learning rate now decays to the end at step 4.
+    assert train_command(build_parser().parse_args(cli + ["--steps", "4"])) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2, 3] and (out / "export").is_dir()
+    assert records[1]["lr"] == pytest.approx(learning_rate(1, 6, 3e-4, warmup=1))
+    assert records[3]["lr"] == pytest.approx(learning_rate(3, 4, 3e-4, warmup=1)) != learning_rate(3, 6, 3e-4, warmup=1)
+    with pytest.raises(SystemExit, match="--stop-after"):
+        train_command(build_parser().parse_args(cli + ["--steps", "4", "--stop-after", "0"]))
+
+
 def test_train_command_runs_from_the_cli_arguments(vae_run, tmp_path):
     out = tmp_path / "cli"
     args = build_parser().parse_args(
