@@ -11,11 +11,12 @@ from model.config import preset
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "reel-shapes-v1"
 # Floors for the quick quality check, one case under what the shipped weights score on these 8 prompts
-# at their default sampling (background 7, colour 8 of 8; docs/model.md has the full evaluation). Shape
-# (4 of 8) and motion (3 of 8) are not far enough above chance (1 in 3 and 1 in 8) on 8 prompts for a
-# floor; the word probe below checks that shape and motion words are heeded.
-BACKGROUND_AT_LEAST = 6 / 8
+# at their default sampling (background 8, colour 8, motion 7 of 8; docs/model.md has the full
+# evaluation). Shape (2 of 8) is not above chance (1 in 3); the word probe below checks that shape
+# words are heeded.
+BACKGROUND_AT_LEAST = 7 / 8
 COLOR_AT_LEAST = 7 / 8
+MOTION_AT_LEAST = 6 / 8
 # The autoencoder alone on the same prompts' true renders scores colour 8/8, motion 8/8 and shape 4/8:
 # four frames share a latent frame, and moving corners smear into discs, which caps the transformer's
 # shape score. Floors one case under.
@@ -23,11 +24,11 @@ AUTOENCODER_COLOR_AT_LEAST = 7 / 8
 AUTOENCODER_MOTION_AT_LEAST = 7 / 8
 AUTOENCODER_SHAPE_AT_LEAST = 3 / 8
 # The word probe (model/probe.py) at t = 0.95: on 24 scenes a wrong background, colour, motion or shape word
-# costs the shipped weights 0.82, 0.46, 0.28 and 0.062 of loss, and the right prompt wins in every scene; at
-# t = 0.8 too. The checks below use 4 scenes (there: 0.94, 0.49, 0.24 and 0.067), with floors well under.
+# costs the shipped weights 0.94, 0.59, 0.43 and 0.087 of loss, and the right prompt wins in every scene; at
+# t = 0.8 too. The checks below use 4 scenes (there: 1.02, 0.65, 0.38 and 0.086), with floors well under.
 WORD_GAP_AT_LEAST = 0.05
-MOTION_GAP_AT_LEAST = 0.1
-SHAPE_GAP_AT_LEAST = 0.02
+MOTION_GAP_AT_LEAST = 0.2
+SHAPE_GAP_AT_LEAST = 0.04
 
 
 def quick_cases():
@@ -93,6 +94,7 @@ def test_it_follows_a_handful_of_held_out_prompts(pipeline):
     assert len(cases) == 8
     assert summary["background"] >= BACKGROUND_AT_LEAST, results
     assert summary["color"] >= COLOR_AT_LEAST, results
+    assert summary["motion"] >= MOTION_AT_LEAST, results
 
 
 def test_its_autoencoder_keeps_what_the_analyzer_scores(pipeline):
