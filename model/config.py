@@ -186,39 +186,37 @@ _SHAPES_S7 = replace(_SHAPES_S5, name="shapes-s7", flow=replace(_SHAPES_S5.flow,
 # 1.6x as much, but its background flickered 1.5x as much.
 _SHAPES_S8 = replace(_SHAPES_S5, name="shapes-s8", flow=replace(_SHAPES_S5.flow, foreground_weight=2.0))
 
-# GPU sizes share one autoencoder: 8x in space and 4x in time, twice the blocks of the CPU ones, no
-# cheaper spatial-only stage (VAE 146.2M). Parameter counts of the transformers are stated in
+# GPU sizes: l and xl are b with a wider, deeper transformer and larger canvases. They share one
+# autoencoder: 8x in space and 4x in time, twice the blocks of the CPU ones, no cheaper spatial-only
+# stage (VAE 146.2M). Parameter counts of the transformers are stated in
 # docs/model.md and checked by a test. Their transformers add fractional positions as shapes-s4 does: real
 # video comes in many sizes and aspects, for which NaViT introduced them, and rotary positions alone cannot
 # tell a token where in its frame it is.
-_GPU_VAE = VAEConfig(
-    latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
-    temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
-)
 _B = ModelConfig(
     name="b",
-    vae=_GPU_VAE,
+    vae=VAEConfig(
+        latent_channels=16, patch_size=1, base_channels=128, channel_mults=(1, 2, 4, 4),
+        temporal_downsample=(False, True, True), blocks_per_stage=2, spatial_only_stages=0,
+    ),
     dit=DiTConfig(latent_channels=16, hidden_size=768, depth=12, num_heads=12, fractional_positions=True),  # 120.0M
     sizes=((256, 256), (448, 256), (256, 448)),
     max_side=512,
     seconds=(0, 2, 4, 8),
 )
-_L = ModelConfig(
+_L = replace(
+    _B,
     name="l",
-    vae=_GPU_VAE,
-    dit=DiTConfig(latent_channels=16, hidden_size=1024, depth=24, num_heads=16, fractional_positions=True),  # 414.5M
+    dit=replace(_B.dit, hidden_size=1024, depth=24, num_heads=16),  # 414.5M
     sizes=((512, 512), (768, 432), (432, 768)),
     max_side=768,
-    seconds=(0, 2, 4, 8),
 )
-_XL = ModelConfig(
+_XL = replace(
+    _B,
     name="xl",
-    vae=_GPU_VAE,
     # STDiT3-XL's width; 48 full spacetime blocks make 1,034.6M parameters.
-    dit=DiTConfig(latent_channels=16, hidden_size=1152, depth=48, num_heads=16, fractional_positions=True),
+    dit=replace(_B.dit, hidden_size=1152, depth=48, num_heads=16),
     sizes=((640, 352), (352, 640), (512, 512)),
     max_side=1024,
-    seconds=(0, 2, 4, 8),
 )
 
 PRESETS: dict[str, ModelConfig] = {
