@@ -317,7 +317,7 @@ def train_vae(
     vae = CausalVAE(config.vae).to(device)
     if frozen_encoder_from is not None:
         trained, trained_config = load_trained_vae(frozen_encoder_from, device)
-        if trained_config.vae != config.vae:
+        if trained_config.vae.network() != config.vae.network():
             raise ValueError(f"the autoencoder in {frozen_encoder_from} has another VAEConfig than preset {config.name!r}")
         vae.load_state_dict(trained.state_dict())
         vae.encoder.requires_grad_(False)
@@ -519,7 +519,7 @@ def train_dit(
 
     out = Path(out)
     vae, vae_model_config = load_trained_vae(vae_run, device)
-    if vae_model_config.vae != config.vae:
+    if vae_model_config.vae.network() != config.vae.network():
         raise ValueError(f"the autoencoder in {vae_run} was trained with a different VAEConfig than preset {config.name!r}")
     prepare_run(out, config, "dit")
     lr = lr or 3e-4
@@ -637,7 +637,7 @@ def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path
     state = json.loads((checkpoint / "state.json").read_text())
     vae, vae_config = load_trained_vae(vae_run)
     # Any decoder will do (a decoder run's is the better one), but the latents must be the ones it learned.
-    if vae_config.vae != config.vae or state.get("encoder", encoder_fingerprint(vae)) != encoder_fingerprint(vae):
+    if vae_config.vae.network() != config.vae.network() or state.get("encoder", encoder_fingerprint(vae)) != encoder_fingerprint(vae):
         raise ValueError(f"the autoencoder in {vae_run} does not encode as the one {dit_run} was trained with")
     export_model(Path(path), config, vae, load_file(str(checkpoint / "ema.safetensors")))
     return state["step"]

@@ -93,6 +93,7 @@ def test_parameters_of_tiny_including_its_vae_under_one_million():
         ("shapes-s6", 5.41),  # shapes-s5 (only its training loss's weights differ)
         ("shapes-s7", 5.41),  # shapes-s5 (only what the network is trained to output differs)
         ("shapes-s8", 5.41),  # shapes-s5 (only its training loss's weights differ)
+        ("shapes-s9", 5.41),  # shapes-s5 (only its autoencoder's loss weights differ)
         ("b", 120.0),  # 768 x 12
         ("l", 414.5),  # 1024 x 24
         ("xl", 1034.6),  # 1152 x 48: about 1B, the size of Open-Sora 1.2's STDiT3-XL (1.1B)

@@ -94,6 +94,19 @@ def test_decoder_stage_keeps_the_encoder_and_its_latents(vae_run, dit_run, tmp_p
                                          "--steps", "1"]))
 
 
+def test_a_decoder_stage_may_weight_its_loss_otherwise_but_not_change_the_network(vae_run, dit_run, tmp_path):
+    weighted = dataclasses.replace(TINY, vae=dataclasses.replace(TINY.vae, foreground_weight=12.0, latent_penalty=0.0))
+    out = tmp_path / "decoder"
+    train_vae(weighted, out, steps=2, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+    # The transformer trained on vae_run's latents ships with it: export compares networks, not losses.
+    assert export_checkpoint(dit_run, out, tmp_path / "model") == 4
+    shipped = load_file(str(tmp_path / "model" / "vae.safetensors"))
+    assert all(torch.equal(shipped[k], v) for k, v in load_file(str(out / "vae.safetensors")).items())
+    wider = dataclasses.replace(TINY, vae=dataclasses.replace(TINY.vae, base_channels=16))
+    with pytest.raises(ValueError, match="another VAEConfig"):
+        train_vae(wider, tmp_path / "wider", steps=2, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+
+
 def test_a_vae_run_starts_with_stills_and_resumes_only_with_its_data_settings(tmp_path):
     out = tmp_path / "run"
     train_vae(TINY, out, steps=6, seed=0, stop_after=3, stills_share=1 / 3, **VAE_ARGS)
