@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "export: write a dit run's newest checkpoint (EMA weights) as a model directory")
     train.add_argument("--preset", default="shapes-s5")
     train.add_argument("--out", required=True, help="run directory (checkpoints, loss log)")
-    train.add_argument("--vae", default=None, help="dit, decoder, export: the trained autoencoder's run directory")
+    train.add_argument("--vae", default=None,
+                       help="dit, decoder, export: the trained autoencoder's run directory, or a model (reel-shapes-v1)")
+    train.add_argument("--init-from", default=None,
+                       help="dit stage: start a new run from this model's transformer (a model directory or "
+                            "reel-shapes-v1) instead of random weights, to fine-tune it")
     train.add_argument("--data", default="shapes", help="'shapes' or a folder of videos with captions.jsonl")
     train.add_argument("--steps", type=int, default=None, help="total optimiser steps of the run")
     train.add_argument("--to", default=None, help="export: the model directory to write")

@@ -45,8 +45,10 @@ from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, preset
 from model.evaluate import FAR_FROM_BACKGROUND
+from model.pipeline import checkpoint_dir
 from model.vae import CausalVAE
 
+FPS = 8  # the frame rate of the Shapes world and of every video Reel makes
 FRAME_COUNTS = (1, 9, 17, 33)  # still image, 1 s, 2 s, 4 s at 8 fps
 # The autoencoder's steps favour stills and short clips. Its convolutions see a few frames at a time,
 # so 33 frames teach it nothing that 17 do not, while more distinct scenes per step make it learn
@@ -81,16 +83,18 @@ def shapes_clip(rng: np.random.Generator, width: int, height: int, frames: int) 
 
 
 class FolderClips:
-    """A folder of videos with captions.jsonl, read in a seeded order (one permutation per epoch)."""
+    """A folder of videos with captions.jsonl, read in a seeded order (one permutation per epoch).
 
-    def __init__(self, root: str, seed: int):
+    Videos are taken at the 8 fps Reel generates, at most as long as the longest clip
+    the model makes and at most as large as its largest canvas (scaled down, aspect kept):
+    a phone's 1080p minute would otherwise be encoded whole at every step.
+    """
+
+    def __init__(self, root: str, seed: int, config: ModelConfig):
         from model.data.folder import VideoFolderDataset
 
-        self.dataset = VideoFolderDataset(root)
-        if not hasattr(self.dataset, "__getitem__") or not hasattr(self.dataset, "__len__"):
-            raise ValueError(f"{root}: the video folder dataset must support len() and indexing")
-        if len(self.dataset) == 0:
-            raise ValueError(f"{root}: no videos found")
+        max_side = max(max(size) for size in config.sizes)
+        self.dataset = VideoFolderDataset(root, fps=FPS, max_frames=max(FRAME_COUNTS), max_side=max_side)
         self.seed = seed
 
     def item(self, position: int) -> tuple[np.ndarray, str]:
@@ -311,7 +315,7 @@ def train_vae(
     prepare_run(out, config, stage)
     lr = lr or (1e-3 if stage == "vae" else 5e-4)
     pixel_budget = pixel_budget or 18 * 64 * 64  # 18 stills of 64x64, 2 clips of 64x64x9, or one longer clip
-    folder = None if data == "shapes" else FolderClips(data, seed)
+    folder = None if data == "shapes" else FolderClips(data, seed, config)
 
     torch.manual_seed(seed)
     vae = CausalVAE(config.vae).to(device)
@@ -510,9 +514,15 @@ def train_dit(
     ema_decay: float = 0.999,
     pool_size: int = 8000,
     stop_after: int | None = None,
+    init_from: str | Path | None = None,
     log=print,
 ):
-    """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end."""
+    """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end.
+
+    With `init_from` (a model directory, e.g. weights/reel-shapes-v1) a new run starts from
+    that model's transformer instead of random weights: fine-tuning, on Shapes or on a
+    folder of videos, or going on from shipped weights when the run's own checkpoints are gone.
+    """
     from model.dit import DiT
     from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps, to_velocity
     from model.text import TextEncoder
@@ -524,7 +534,7 @@ def train_dit(
     prepare_run(out, config, "dit")
     lr = lr or 3e-4
     token_budget = token_budget or 1024
-    folder = None if data == "shapes" else FolderClips(data, seed)
+    folder = None if data == "shapes" else FolderClips(data, seed, config)
     pool = LatentPool(vae, config, seed, pool_size, folder, device)
     text = TextEncoder(config.text, device=device)
 
@@ -534,21 +544,26 @@ def train_dit(
     optimizer = torch.optim.AdamW(dit.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     # The latents come from this encoder: a run records it with the settings its data stream depends on.
     data_settings = {"pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae)}
-    start, position = 0, 0
+    start, position, started_from = 0, 0, None if init_from is None else str(init_from)
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
         dit.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
         ema = load_file(str(checkpoint / "ema.safetensors"))
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
-        start, position = state["step"], state["data_position"]
+        start, position, started_from = state["step"], state["data_position"], state.get("started_from")
         refuse_other_settings(out, state, data_settings)
         log(f"resuming from {checkpoint} at step {start}")
+    elif init_from is not None:
+        dit.load_state_dict(starting_weights(init_from, config, vae))
+        ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
+        log(f"starting from the transformer of {init_from}")
     truncate_log(out, start)
 
     def checkpoint_now(step):
         tensors = {"model.safetensors": dit.state_dict(), "ema.safetensors": ema}
-        state = {"step": step, "seed": seed, "stage": "dit", "data_position": position, **data_settings}
+        state = {"step": step, "seed": seed, "stage": "dit", "data_position": position,
+                 "started_from": started_from, **data_settings}
         save_checkpoint(out, step, tensors, optimizer, state)
 
     dit.train()
@@ -601,6 +616,22 @@ def train_dit(
     export_model(out / "export", config, vae, ema)
     log(f"exported {out / 'export'}")
     return dit, ema
+
+
+def starting_weights(model_dir: str | Path, config: ModelConfig, vae: CausalVAE) -> dict:
+    """The transformer weights of an exported model, if a run of `config` on `vae`'s latents may start from them."""
+    model_dir = Path(model_dir)
+    missing = [f for f in ("config.json", "dit.safetensors", "vae.safetensors") if not (model_dir / f).is_file()]
+    if missing:
+        raise ValueError(f"{model_dir} is not a model directory: missing {', '.join(missing)}")
+    model_vae, model_config = load_trained_vae(model_dir)
+    if model_config.dit != config.dit or model_config.flow.prediction != config.flow.prediction:
+        raise ValueError(f"the transformer in {model_dir} is not the one preset {config.name!r} builds "
+                         f"(the network and what it predicts must match)")
+    # Its weights mean something only on the latents it learned: the same encoder and latent statistics.
+    if encoder_fingerprint(model_vae) != encoder_fingerprint(vae):
+        raise ValueError(f"the transformer in {model_dir} learned the latents of another autoencoder than --vae's")
+    return load_file(str(model_dir / "dit.safetensors"))
 
 
 def export_model(path: Path, config: ModelConfig, vae: CausalVAE, dit_state: dict) -> None:
@@ -678,16 +709,23 @@ def train_command(args) -> int:
     # One thread is the right choice on a shared 2-core machine: a second OpenMP thread that
     # another process keeps descheduled stalls every parallel op (benchmarks/RESULTS.md).
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
+    # A model may be named as everywhere else (reel-shapes-v1) as well as given by its directory.
+    vae_run = args.vae and (checkpoint_dir(args.vae) or args.vae)
     if args.stage == "export":
         if not (args.vae and args.to):
             raise SystemExit("reel train export needs --vae <the autoencoder's run> and --to <model directory>")
         try:
-            step = export_checkpoint(args.out, args.vae, args.to, sampler=args.sampler, sample_steps=args.sample_steps)
+            step = export_checkpoint(args.out, vae_run, args.to, sampler=args.sampler, sample_steps=args.sample_steps)
         except (ValueError, FileNotFoundError) as error:  # a run that is not one, or settings it refuses
             raise SystemExit(f"reel train export: {error}") from None
         print(f"exported {args.out} at step {step} to {args.to}")
         return 0
     config = preset(args.preset)
+    init_from = args.init_from and checkpoint_dir(args.init_from)
+    if args.init_from and init_from is None:
+        raise SystemExit(f"--init-from: no model {args.init_from!r} (a model directory, or a name under weights/)")
+    if args.init_from and args.stage != "dit":
+        raise SystemExit("--init-from is for the dit stage (a decoder stage starts from its --vae)")
     if args.steps is None or args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     if args.stop_after is not None and args.stop_after < 1:
@@ -704,11 +742,14 @@ def train_command(args) -> int:
     elif args.stage == "decoder":
         if not args.vae:
             raise SystemExit("reel train decoder needs --vae <the finished autoencoder run whose encoder it keeps>")
-        train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=args.vae, **common)
+        train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **common)
     else:
         if not args.vae:
             raise SystemExit("reel train dit needs --vae <the autoencoder's run directory>")
         pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
-        train_dit(config, args.vae, args.out, token_budget=args.token_budget, **pool, **common)
+        try:
+            train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from, **pool, **common)
+        except ValueError as error:  # a model or autoencoder this run cannot use
+            raise SystemExit(f"reel train dit: {error}") from None
     plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")
     return 0

@@ -106,6 +106,8 @@ class VideoFolderDataset:
                     times.append(float(frame.time) if frame.time is not None else len(times) / _rate(stream))
                     # swscale resizes while converting; area averaging keeps thin edges when shrinking.
                     frames.append(frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA"))
+                    if self.has_enough(times):
+                        break
         except av.FFmpegError as error:
             raise ValueError(f"cannot decode video {path}: {error}") from None
         if not frames:
@@ -117,6 +119,16 @@ class VideoFolderDataset:
             count = min(count, self.max_frames)
         count = 1 + (count - 1) // 4 * 4
         return np.stack(frames[:count])
+
+
+    def has_enough(self, times: list[float]) -> bool:
+        """Whether the frames decoded so far hold every frame the clip keeps (long videos stop early)."""
+        if self.max_frames is None:
+            return False
+        if self.fps is None:
+            return len(times) >= self.max_frames
+        # One output interval past the last kept time, so the frame nearest to it has been seen.
+        return times[-1] - times[0] >= self.max_frames / self.fps
 
 
 def _rate(stream) -> float:

@@ -82,6 +82,12 @@ def test_resampling_to_eight_fps_and_limits(tmp_path):
     assert VideoFolderDataset(tmp_path, max_frames=20)[0][0].shape[0] == 17
     small = VideoFolderDataset(tmp_path, max_side=32)[0][0]
     assert small.shape[1:3] == (32, 32)
+    # With both limits decoding stops early, and keeps the frames the whole decode would.
+    for max_frames in (1, 5, 9):
+        limited = VideoFolderDataset(tmp_path, fps=8, max_frames=max_frames)[0][0]
+        assert np.array_equal(limited, resampled[:max_frames])
+        assert np.array_equal(VideoFolderDataset(tmp_path, max_frames=max_frames)[0][0],
+                              VideoFolderDataset(tmp_path)[0][0][:max_frames])
 
 
 def test_target_size():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from app.cli import build_parser
 from model.config import preset
@@ -352,3 +352,84 @@ def test_an_unfinished_dit_run_exports_its_newest_checkpoint(vae_run, tmp_path):
     with pytest.raises(SystemExit, match="no checkpoint yet"):
         train_command(parser.parse_args(["train", "export", "--out", str(tmp_path / "empty"), "--vae", str(vae_run),
                                          "--to", str(tmp_path / "other")]))
+
+
+def test_a_dit_run_can_start_from_an_exported_model_to_fine_tune_it(dit_run, vae_run, tmp_path):
+    export = dit_run / "export"
+    out = tmp_path / "fine-tune"
+    # So small a learning rate that the weights stay where they started: the export's, not random ones.
+    train_dit(TINY, vae_run, out, steps=4, seed=5, lr=1e-12, init_from=export, stop_after=2, **DIT_ARGS)
+    started = load_file(str(export / "dit.safetensors"))
+    checkpoint = latest_checkpoint(out)
+    for file_name in ("model.safetensors", "ema.safetensors"):
+        weights = load_file(str(checkpoint / file_name))
+        assert all(torch.allclose(weights[k], started[k], atol=1e-6) for k in started), file_name
+    fresh = tmp_path / "fresh"
+    train_dit(TINY, vae_run, fresh, steps=4, seed=5, lr=1e-12, stop_after=2, **DIT_ARGS)
+    fresh_weights = load_file(str(latest_checkpoint(fresh) / "model.safetensors"))
+    assert any(not torch.allclose(fresh_weights[k], started[k], atol=1e-3) for k in started)
+    # Resumed, the run goes on from its own checkpoint and keeps the record of where it started.
+    train_dit(TINY, vae_run, out, steps=4, seed=5, lr=1e-12, **DIT_ARGS)
+    assert json.loads((latest_checkpoint(out) / "state.json").read_text())["started_from"] == str(export)
+    assert json.loads((latest_checkpoint(fresh) / "state.json").read_text())["started_from"] is None
+
+
+def test_a_fine_tune_is_refused_a_model_it_cannot_start_from(dit_run, vae_run, tmp_path):
+    with pytest.raises(ValueError, match="not a model directory: missing dit.safetensors"):
+        train_dit(TINY, vae_run, tmp_path / "a", steps=2, seed=0, init_from=vae_run, **DIT_ARGS)
+    # The same transformer over another encoder's latents would start from weights that mean nothing there.
+    other_vae = tmp_path / "other-vae"
+    other_vae.mkdir()
+    (other_vae / "config.json").write_text((vae_run / "config.json").read_text())
+    weights = load_file(str(vae_run / "vae.safetensors"))
+    encoder_weight = next(name for name in weights if name.startswith("encoder.") and weights[name].ndim > 1)
+    weights[encoder_weight] = weights[encoder_weight] + 0.01
+    save_file(weights, str(other_vae / "vae.safetensors"))
+    with pytest.raises(ValueError, match="another autoencoder"):
+        train_dit(TINY, other_vae, tmp_path / "b", steps=2, seed=0, init_from=dit_run / "export", **DIT_ARGS)
+    wider = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, depth=TINY.dit.depth + 1))
+    with pytest.raises(ValueError, match="not the one preset"):
+        train_dit(wider, vae_run, tmp_path / "c", steps=2, seed=0, init_from=dit_run / "export", **DIT_ARGS)
+    assert not [path for name in "abc" for path in (tmp_path / name).glob("ckpt-*")]
+
+    cli = ["train", "dit", "--preset", "tiny", "--out", str(tmp_path / "d"), "--steps", "2", "--threads", "1"]
+    with pytest.raises(SystemExit, match="--init-from: no model 'no-such-model'"):
+        train_command(build_parser().parse_args(cli + ["--vae", str(vae_run), "--init-from", "no-such-model"]))
+    with pytest.raises(SystemExit, match="for the dit stage"):
+        train_command(build_parser().parse_args(["train", "decoder", "--preset", "tiny", "--vae", str(vae_run),
+                                                 "--out", str(tmp_path / "e"), "--steps", "2",
+                                                 "--init-from", str(dit_run / "export")]))
+    # A model is named as everywhere else: the shipped model's autoencoder is not the tiny preset's.
+    with pytest.raises(SystemExit, match="reel train dit: the autoencoder in .*reel-shapes-v1"):
+        train_command(build_parser().parse_args(cli + ["--vae", "reel-shapes-v1", "--init-from", "reel-shapes-v1"]))
+
+
+def test_both_stages_train_on_a_folder_of_videos_and_fine_tune_the_shipped_way(vae_run, dit_run, tmp_path):
+    from test_folder import write_captions, write_video
+
+    from model.data import Scene, ShapeObject, render
+    from model.train import FolderClips
+
+    # Longer, larger and faster than anything the model makes, as a camera's videos are.
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    scenes = [Scene("black", (ShapeObject("red", "circle", "large", "right"),)),
+              Scene("white", (ShapeObject("blue", "square", "medium", "up"),))]
+    for number, scene in enumerate(scenes):
+        write_video(folder / f"clip{number}.mp4", render(scene, 208, 128, 1 + 6 * 24), fps=24)
+    write_captions(folder, [{"file": f"clip{n}.mp4", "caption": f"clip {n}"} for n in range(len(scenes))])
+    video, text = FolderClips(str(folder), seed=0, config=TINY).item(0)
+    largest_side = max(max(size) for size in TINY.sizes)
+    # Taken at 8 fps, at most 4 s (33 frames) long and scaled to the largest canvas, aspect kept.
+    assert video.shape == (33, round(128 * largest_side / 208 / 16) * 16, largest_side, 3) and text.startswith("clip")
+
+    train_vae(TINY, tmp_path / "vae", steps=2, seed=0, data=str(folder), **VAE_ARGS)
+    assert (tmp_path / "vae" / "vae.safetensors").is_file()
+    out = tmp_path / "dit"
+    args = build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(vae_run), "--data", str(folder),
+                                      "--init-from", str(dit_run / "export"), "--out", str(out), "--steps", "2",
+                                      "--token-budget", "160", "--threads", "1"])
+    assert train_command(args) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1] and all(r["clips"] >= 1 for r in records)
+    assert (out / "export" / "dit.safetensors").is_file()
