@@ -736,20 +736,18 @@ def train_command(args) -> int:
         steps=args.steps, seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every,
         data=args.data, device=args.device, stop_after=args.stop_after, log=functools.partial(print, flush=True),
     )
-    if args.stage == "vae":
-        shares = {} if args.stills_share is None else {"stills_share": args.stills_share}
-        train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **common)
-    elif args.stage == "decoder":
-        if not args.vae:
-            raise SystemExit("reel train decoder needs --vae <the finished autoencoder run whose encoder it keeps>")
-        train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **common)
-    else:
-        if not args.vae:
-            raise SystemExit("reel train dit needs --vae <the autoencoder's run directory>")
-        pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
-        try:
+    if args.stage in ("decoder", "dit") and not args.vae:
+        raise SystemExit(f"reel train {args.stage} needs --vae <the autoencoder's run directory, or a model>")
+    try:
+        if args.stage == "vae":
+            shares = {} if args.stills_share is None else {"stills_share": args.stills_share}
+            train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **common)
+        elif args.stage == "decoder":
+            train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **common)
+        else:
+            pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
             train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from, **pool, **common)
-        except ValueError as error:  # a model or autoencoder this run cannot use
-            raise SystemExit(f"reel train dit: {error}") from None
+    except (ValueError, FileNotFoundError) as error:  # data, a model or a run directory it cannot use
+        raise SystemExit(f"reel train {args.stage}: {error}") from None
     plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")
     return 0

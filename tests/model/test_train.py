@@ -433,3 +433,10 @@ def test_both_stages_train_on_a_folder_of_videos_and_fine_tune_the_shipped_way(v
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1] and all(r["clips"] >= 1 for r in records)
     assert (out / "export" / "dit.safetensors").is_file()
+    # A folder it cannot use is named, not a traceback.
+    (folder / "captions.jsonl").unlink()
+    for stage in ("vae", "dit"):
+        args = build_parser().parse_args(["train", stage, "--preset", "tiny", "--vae", str(vae_run), "--data", str(folder),
+                                          "--out", str(tmp_path / f"no-captions-{stage}"), "--steps", "2"])
+        with pytest.raises(SystemExit, match=f"reel train {stage}: .*captions.jsonl is missing"):
+            train_command(args)
