@@ -668,7 +668,8 @@ def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path
     state = json.loads((checkpoint / "state.json").read_text())
     vae, vae_config = load_trained_vae(vae_run)
     # Any decoder will do (a decoder run's is the better one), but the latents must be the ones it learned.
-    if vae_config.vae.network() != config.vae.network() or state.get("encoder", encoder_fingerprint(vae)) != encoder_fingerprint(vae):
+    fingerprint = encoder_fingerprint(vae)
+    if vae_config.vae.network() != config.vae.network() or state.get("encoder", fingerprint) != fingerprint:
         raise ValueError(f"the autoencoder in {vae_run} does not encode as the one {dit_run} was trained with")
     export_model(Path(path), config, vae, load_file(str(checkpoint / "ema.safetensors")))
     return state["step"]
