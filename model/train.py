@@ -553,7 +553,8 @@ def train_dit(
         state = json.loads((checkpoint / "state.json").read_text())
         start, position, started_from = state["step"], state["data_position"], state.get("started_from")
         refuse_other_settings(out, state, data_settings)
-        log(f"resuming from {checkpoint} at step {start}")
+        log(f"resuming from {checkpoint} at step {start}"
+            + ("" if init_from is None else " (its own weights: --init-from applies only to a new run)"))
     elif init_from is not None:
         dit.load_state_dict(starting_weights(init_from, config, vae))
         ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}

@@ -369,7 +369,9 @@ def test_a_dit_run_can_start_from_an_exported_model_to_fine_tune_it(dit_run, vae
     fresh_weights = load_file(str(latest_checkpoint(fresh) / "model.safetensors"))
     assert any(not torch.allclose(fresh_weights[k], started[k], atol=1e-3) for k in started)
     # Resumed, the run goes on from its own checkpoint and keeps the record of where it started.
-    train_dit(TINY, vae_run, out, steps=4, seed=5, lr=1e-12, **DIT_ARGS)
+    messages = []
+    train_dit(TINY, vae_run, out, steps=4, seed=5, lr=1e-12, init_from=export, **{**DIT_ARGS, "log": messages.append})
+    assert "--init-from applies only to a new run" in messages[0]
     assert json.loads((latest_checkpoint(out) / "state.json").read_text())["started_from"] == str(export)
     assert json.loads((latest_checkpoint(fresh) / "state.json").read_text())["started_from"] is None
 
