@@ -120,7 +120,6 @@ class VideoFolderDataset:
         count = 1 + (count - 1) // 4 * 4
         return np.stack(frames[:count])
 
-
     def has_enough(self, times: list[float]) -> bool:
         """Whether the frames decoded so far hold every frame the clip keeps (long videos stop early)."""
         if self.max_frames is None:
