@@ -556,7 +556,7 @@ def train_dit(
         log(f"resuming from {checkpoint} at step {start}"
             + ("" if init_from is None else " (its own weights: --init-from applies only to a new run)"))
     elif init_from is not None:
-        dit.load_state_dict(starting_weights(init_from, config, vae))
+        dit.load_state_dict(starting_weights(init_from, config, data_settings["encoder"]))
         ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
         log(f"starting from the transformer of {init_from}")
     truncate_log(out, start)
@@ -619,8 +619,9 @@ def train_dit(
     return dit, ema
 
 
-def starting_weights(model_dir: str | Path, config: ModelConfig, vae: CausalVAE) -> dict:
-    """The transformer weights of an exported model, if a run of `config` on `vae`'s latents may start from them."""
+def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str) -> dict:
+    """The transformer weights of an exported model, if a run of `config` on the latents of the
+    autoencoder whose encoder_fingerprint is `encoder` may start from them."""
     model_dir = Path(model_dir)
     missing = [f for f in ("config.json", "dit.safetensors", "vae.safetensors") if not (model_dir / f).is_file()]
     if missing:
@@ -630,7 +631,7 @@ def starting_weights(model_dir: str | Path, config: ModelConfig, vae: CausalVAE)
         raise ValueError(f"the transformer in {model_dir} is not the one preset {config.name!r} builds "
                          f"(the network and what it predicts must match)")
     # Its weights mean something only on the latents it learned: the same encoder and latent statistics.
-    if encoder_fingerprint(model_vae) != encoder_fingerprint(vae):
+    if encoder_fingerprint(model_vae) != encoder:
         raise ValueError(f"the transformer in {model_dir} learned the latents of another autoencoder than --vae's")
     return load_file(str(model_dir / "dit.safetensors"))
 
