@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", default=None,
                        help="dit stage: start a new run from this model's transformer (a model directory or "
                             "reel-shapes-v1) instead of random weights, to fine-tune it")
+    train.add_argument("--relearn-latents", action="store_true",
+                       help="with --init-from: the model learned another autoencoder's latents; start from its "
+                            "transformer anyway, the layers that read and write latents afresh")
     train.add_argument("--data", default="shapes", help="'shapes' or a folder of videos with captions.jsonl")
     train.add_argument("--steps", type=int, default=None, help="total optimiser steps of the run")
     train.add_argument("--to", default=None, help="export: the model directory to write")

@@ -2,7 +2,7 @@
 
 A preset names a whole model (autoencoder, transformer, text encoder, sampler
 defaults). `tiny` keeps tests fast, `shapes-s5` is the bundled CPU model (`shapes-s` and `shapes-s2`
-the ones before it; `shapes-s3`, `shapes-s4`, `shapes-s6` to `shapes-s9` experiments), and `b`, `l`, `xl` are GPU sizes whose
+the ones before it; `shapes-s3`, `shapes-s4`, `shapes-s6` to `shapes-s11` experiments), and `b`, `l`, `xl` are GPU sizes whose
 parameter counts are stated beside them.
 """
 
@@ -196,6 +196,20 @@ _SHAPES_S8 = replace(_SHAPES_S5, name="shapes-s8", flow=replace(_SHAPES_S5.flow,
 # their corners are a few of the object's pixels; the network is the same, so the transformer's latents stay.
 _SHAPES_S9 = replace(_SHAPES_S5, name="shapes-s9", vae=replace(_SHAPES_S5.vae, foreground_weight=12.0))
 
+# An experiment (docs/model.md): shapes-s3's autoencoder (2x in time) under shapes-s5's transformer. The
+# shipped autoencoder's round trip keeps the shape of 3 of the 23 squares and triangles that move across
+# the frame, and of every still, growing or shrinking one: four frames per latent frame smear a moving corner.
+_SHAPES_S10 = replace(_SHAPES_S5, name="shapes-s10", vae=_SHAPES_S3.vae)
+
+# An experiment (docs/model.md): the same number of latent values as shapes-s10's, as twice the channels
+# instead of twice the frames, so the transformer keeps its 80 tokens for 64x64x17 (each now 256 values).
+_SHAPES_S11 = replace(
+    _SHAPES_S5,
+    name="shapes-s11",
+    vae=replace(_SHAPES_S5.vae, latent_channels=16),
+    dit=replace(_SHAPES_S5.dit, latent_channels=16),
+)
+
 # GPU sizes: l and xl are b with a wider, deeper transformer and larger canvases. They share one
 # autoencoder: 8x in space and 4x in time, twice the blocks of the CPU ones, no cheaper spatial-only
 # stage (VAE 146.2M). Parameter counts of the transformers are stated in
@@ -231,7 +245,7 @@ _XL = replace(
 
 PRESETS: dict[str, ModelConfig] = {
     config.name: config
-    for config in (_TINY, _SHAPES_S, _SHAPES_S2, _SHAPES_S3, _SHAPES_S4, _SHAPES_S5, _SHAPES_S6, _SHAPES_S7, _SHAPES_S8, _SHAPES_S9, _B, _L, _XL)
+    for config in (_TINY, _SHAPES_S, _SHAPES_S2, _SHAPES_S3, _SHAPES_S4, _SHAPES_S5, _SHAPES_S6, _SHAPES_S7, _SHAPES_S8, _SHAPES_S9, _SHAPES_S10, _SHAPES_S11, _B, _L, _XL)
 }
 
 

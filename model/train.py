@@ -515,6 +515,7 @@ def train_dit(
     pool_size: int = 8000,
     stop_after: int | None = None,
     init_from: str | Path | None = None,
+    relearn_latents: bool = False,
     log=print,
 ):
     """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end.
@@ -522,6 +523,8 @@ def train_dit(
     With `init_from` (a model directory, e.g. weights/reel-shapes-v1) a new run starts from
     that model's transformer instead of random weights: fine-tuning, on Shapes or on a
     folder of videos, or going on from shipped weights when the run's own checkpoints are gone.
+    With `relearn_latents` too, that model may have learned another autoencoder's latents: the
+    layers that read and write latents start afresh, the rest (text, timestep, blocks) carries over.
     """
     from model.dit import DiT
     from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps, to_velocity
@@ -556,9 +559,10 @@ def train_dit(
         log(f"resuming from {checkpoint} at step {start}"
             + ("" if init_from is None else " (its own weights: --init-from applies only to a new run)"))
     elif init_from is not None:
-        dit.load_state_dict(starting_weights(init_from, config, data_settings["encoder"]))
+        weights = starting_weights(init_from, config, data_settings["encoder"], relearn_latents)
+        dit.load_state_dict({**dit.state_dict(), **weights})
         ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
-        log(f"starting from the transformer of {init_from}")
+        log(f"starting from the transformer of {init_from}" + (" (its latent layers afresh)" if relearn_latents else ""))
     truncate_log(out, start)
 
     def checkpoint_now(step):
@@ -619,21 +623,36 @@ def train_dit(
     return dit, ema
 
 
-def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str) -> dict:
+# The transformer's layers that read and write latent patches; the rest never sees a latent value.
+LATENT_LAYERS = ("x_embedder.", "final_layer.")
+
+
+def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, relearn_latents: bool = False) -> dict:
     """The transformer weights of an exported model, if a run of `config` on the latents of the
-    autoencoder whose encoder_fingerprint is `encoder` may start from them."""
+    autoencoder whose encoder_fingerprint is `encoder` may start from them.
+
+    With `relearn_latents` the model may come from another autoencoder, even one with other latent
+    channels: only the weights outside LATENT_LAYERS are returned, for the run to start the rest afresh.
+    """
     model_dir = Path(model_dir)
     missing = [f for f in ("config.json", "dit.safetensors", "vae.safetensors") if not (model_dir / f).is_file()]
     if missing:
         raise ValueError(f"{model_dir} is not a model directory: missing {', '.join(missing)}")
     model_vae, model_config = load_trained_vae(model_dir)
-    if model_config.dit != config.dit or model_config.flow.prediction != config.flow.prediction:
+    model_dit = model_config.dit
+    if relearn_latents:
+        model_dit = dataclasses.replace(model_dit, latent_channels=config.dit.latent_channels)
+    if model_dit != config.dit or model_config.flow.prediction != config.flow.prediction:
         raise ValueError(f"the transformer in {model_dir} is not the one preset {config.name!r} builds "
                          f"(the network and what it predicts must match)")
+    weights = load_file(str(model_dir / "dit.safetensors"))
+    if relearn_latents:
+        return {name: value for name, value in weights.items() if not name.startswith(LATENT_LAYERS)}
     # Its weights mean something only on the latents it learned: the same encoder and latent statistics.
     if encoder_fingerprint(model_vae) != encoder:
-        raise ValueError(f"the transformer in {model_dir} learned the latents of another autoencoder than --vae's")
-    return load_file(str(model_dir / "dit.safetensors"))
+        raise ValueError(f"the transformer in {model_dir} learned the latents of another autoencoder than --vae's "
+                         "(--relearn-latents starts from it anyway, its latent layers afresh)")
+    return weights
 
 
 def export_model(path: Path, config: ModelConfig, vae: CausalVAE, dit_state: dict) -> None:
@@ -729,6 +748,8 @@ def train_command(args) -> int:
         raise SystemExit(f"--init-from: no model {args.init_from!r} (a model directory, or a name under weights/)")
     if args.init_from and args.stage != "dit":
         raise SystemExit("--init-from is for the dit stage (a decoder stage starts from its --vae)")
+    if args.relearn_latents and not args.init_from:
+        raise SystemExit("--relearn-latents goes with --init-from (the model whose transformer the run starts from)")
     if args.steps is None or args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     if args.stop_after is not None and args.stop_after < 1:
@@ -749,7 +770,8 @@ def train_command(args) -> int:
             train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **common)
         else:
             pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
-            train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from, **pool, **common)
+            train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from,
+                      relearn_latents=args.relearn_latents, **pool, **common)
     except (ValueError, FileNotFoundError) as error:  # data, a model or a run directory it cannot use
         raise SystemExit(f"reel train {args.stage}: {error}") from None
     plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")

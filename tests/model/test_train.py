@@ -406,6 +406,39 @@ def test_a_fine_tune_is_refused_a_model_it_cannot_start_from(dit_run, vae_run, t
         train_command(build_parser().parse_args(cli + ["--vae", "reel-shapes-v1", "--init-from", "reel-shapes-v1"]))
 
 
+def test_a_run_on_another_autoencoder_can_start_from_a_model_relearning_only_its_latent_layers(dit_run, tmp_path):
+    from model.train import LATENT_LAYERS
+
+    export = dit_run / "export"
+    started = load_file(str(export / "dit.safetensors"))
+    # An autoencoder with twice the latent channels: another encoder, and latent patches of another size.
+    wider = dataclasses.replace(TINY, vae=dataclasses.replace(TINY.vae, latent_channels=8),
+                                dit=dataclasses.replace(TINY.dit, latent_channels=8))
+    train_vae(wider, tmp_path / "vae8", steps=1, seed=0, **VAE_ARGS)
+    with pytest.raises(ValueError, match="not the one preset"):
+        train_dit(wider, tmp_path / "vae8", tmp_path / "refused", steps=2, seed=0, init_from=export, **DIT_ARGS)
+    out = tmp_path / "relearn"
+    messages = []
+    train_dit(wider, tmp_path / "vae8", out, steps=4, seed=5, lr=1e-12, init_from=export, relearn_latents=True,
+              stop_after=2, **{**DIT_ARGS, "log": messages.append})
+    assert any("its latent layers afresh" in m for m in messages)
+    weights = load_file(str(latest_checkpoint(out) / "model.safetensors"))
+    carried = [name for name in weights if not name.startswith(LATENT_LAYERS)]
+    assert len(carried) > len(weights) // 2
+    assert all(torch.allclose(weights[name], started[name], atol=1e-6) for name in carried)
+    # The latent layers are a fresh network's: an output layer at zero, an embedding of the new patch size.
+    assert weights["x_embedder.weight"].shape[1] == 2 * started["x_embedder.weight"].shape[1]
+    assert not torch.any(started["final_layer.linear.weight"] == 0) and torch.all(weights["final_layer.linear.weight"].abs() < 1e-6)
+    # Any other difference in the network is still refused.
+    deeper = dataclasses.replace(wider, dit=dataclasses.replace(wider.dit, depth=TINY.dit.depth + 1))
+    with pytest.raises(ValueError, match="not the one preset"):
+        train_dit(deeper, tmp_path / "vae8", tmp_path / "deeper", steps=2, seed=0, init_from=export,
+                  relearn_latents=True, **DIT_ARGS)
+    with pytest.raises(SystemExit, match="--relearn-latents goes with --init-from"):
+        train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(tmp_path / "vae8"),
+                                                 "--out", str(tmp_path / "cli"), "--steps", "2", "--relearn-latents"]))
+
+
 def test_both_stages_train_on_a_folder_of_videos_and_fine_tune_the_shipped_way(vae_run, dit_run, tmp_path):
     from test_folder import write_captions, write_video
 
