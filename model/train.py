@@ -122,19 +122,20 @@ def crop_to_budget(video: np.ndarray, budget: int, rng: np.random.Generator, mul
 
 
 def vae_batch(step: int, seed: int, config: ModelConfig, pixel_budget: int, folder: FolderClips | None,
-              stills_until: int = 0):
+              stills_until: int = 0, frame_weights: tuple[float, ...] = VAE_FRAME_WEIGHTS):
     """The clips of one autoencoder step: one shape per step, as many clips as fit the pixel budget.
 
     Steps before `stills_until` are still images only: the spatial compression is learnt several
     times faster without clips in between (measured on the Shapes world), and clips then add the
-    temporal part to it.
+    temporal part to it. After that a step's frame count is drawn from VAE_FRAME_COUNTS with
+    `frame_weights`.
     """
     rng = rng_for(seed, step)
     if folder is not None:
         video = crop_to_budget(folder.item(step)[0], pixel_budget, rng)
         return video_to_tensor(video)[None]
     width, height = config.sizes[int(rng.integers(len(config.sizes)))]
-    frames = int(rng.choice(VAE_FRAME_COUNTS, p=VAE_FRAME_WEIGHTS))
+    frames = int(rng.choice(VAE_FRAME_COUNTS, p=frame_weights))
     if step < stills_until:
         frames = 1
     count = max(1, pixel_budget // (frames * width * height))
@@ -302,13 +303,15 @@ def train_vae(
     eval_clips: int = 32,
     frozen_encoder_from: str | Path | None = None,
     stills_share: float = 0.0,
+    frame_weights: tuple[float, ...] = VAE_FRAME_WEIGHTS,
     log=print,
 ) -> CausalVAE:
     """Trains (or continues training) the autoencoder; `stop_after` ends this process early, as an interruption would.
 
     With `frozen_encoder_from` (a finished vae run) this is the decoder stage: the
     weights and latent statistics start from that run and only the decoder learns.
-    The first `stills_share` of a vae run's steps show still images only (see vae_batch).
+    The first `stills_share` of a vae run's steps show still images only; `frame_weights` are
+    the chances of a still, a 9- and a 17-frame clip in the others (see vae_batch).
     """
     out = Path(out)
     stage = "vae" if frozen_encoder_from is None else "decoder"
@@ -330,7 +333,10 @@ def train_vae(
     if not 0 <= stills_share <= 1:
         raise ValueError(f"stills_share must be between 0 and 1, got {stills_share}")
     stills_until = int(steps * stills_share) if stage == "vae" else 0
-    data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until}
+    if len(frame_weights) != len(VAE_FRAME_COUNTS) or min(frame_weights) < 0 or abs(sum(frame_weights) - 1) > 1e-6:
+        raise ValueError(f"frame_weights must be {len(VAE_FRAME_COUNTS)} chances (a still, 9 and 17 frames) "
+                         f"that add up to 1, got {list(frame_weights)}")
+    data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until, "frame_weights": list(frame_weights)}
     start = 0
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
@@ -350,7 +356,7 @@ def train_vae(
     last_step = steps if stop_after is None else min(steps, start + stop_after)
     for step in range(start, last_step):
         began = time.time()
-        x = vae_batch(step, seed, config, pixel_budget, folder, stills_until=stills_until).to(device)
+        x = vae_batch(step, seed, config, pixel_budget, folder, stills_until, tuple(frame_weights)).to(device)
         step_lr = learning_rate(step, steps, lr, warmup=min(200, steps // 10 + 1))
         for group in optimizer.param_groups:
             group["lr"] = step_lr
@@ -760,14 +766,22 @@ def train_command(args) -> int:
         steps=args.steps, seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every,
         data=args.data, device=args.device, stop_after=args.stop_after, log=functools.partial(print, flush=True),
     )
+    frames = {}
+    if args.frame_weights is not None:
+        if args.stage not in ("vae", "decoder"):
+            raise SystemExit("--frame-weights is for the vae and decoder stages")
+        try:
+            frames["frame_weights"] = tuple(float(w) for w in args.frame_weights.split(","))
+        except ValueError:
+            raise SystemExit(f"--frame-weights takes three numbers separated by commas, got {args.frame_weights!r}") from None
     if args.stage in ("decoder", "dit") and not args.vae:
         raise SystemExit(f"reel train {args.stage} needs --vae <the autoencoder's run directory, or a model>")
     try:
         if args.stage == "vae":
             shares = {} if args.stills_share is None else {"stills_share": args.stills_share}
-            train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **common)
+            train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **frames, **common)
         elif args.stage == "decoder":
-            train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **common)
+            train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **frames, **common)
         else:
             pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
             train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from,

@@ -120,6 +120,27 @@ def test_a_vae_run_starts_with_stills_and_resumes_only_with_its_data_settings(tm
         train_vae(TINY, out, steps=6, seed=0, **{**VAE_ARGS, "pixel_budget": 8192})
     with pytest.raises(ValueError, match="stills_share"):
         train_vae(TINY, tmp_path / "other", steps=6, seed=0, stills_share=1.5, **VAE_ARGS)
+    with pytest.raises(ValueError, match=r"frame_weights=\[0.5, 0.3, 0.2\]"):
+        train_vae(TINY, out, steps=6, seed=0, stills_share=1 / 3, frame_weights=(0.0, 0.5, 0.5), **VAE_ARGS)
+
+
+def test_a_vae_run_can_show_clips_only(tmp_path):
+    clips_only = (0.0, 0.5, 0.5)
+    assert all(vae_batch(step, 0, TINY, 4096, None, frame_weights=clips_only).shape[2] > 1 for step in range(12))
+    assert any(vae_batch(step, 0, TINY, 4096, None).shape[2] == 1 for step in range(12))
+    out = tmp_path / "decoder"
+    args = build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(out), "--steps", "2",
+                                      "--token-budget", "4096", "--frame-weights", "0,0.5,0.5", "--threads", "1"])
+    assert train_command(args) == 0
+    frames = [json.loads(line)["shape"][2] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(frames) == 2 and min(frames) > 1
+    for weights, message in (("0.5,0.5", "add up to 1"), ("1,0,0.5", "add up to 1"), ("a,b,c", "three numbers")):
+        with pytest.raises(SystemExit, match=message):
+            train_command(build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(tmp_path / "x"),
+                                                     "--steps", "2", "--frame-weights", weights]))
+    with pytest.raises(SystemExit, match="vae and decoder stages"):
+        train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(out),
+                                                 "--out", str(tmp_path / "y"), "--steps", "2", "--frame-weights", "0,0.5,0.5"]))
 
 
 def test_a_different_seed_sees_different_data():
