@@ -196,12 +196,13 @@ _SHAPES_S8 = replace(_SHAPES_S5, name="shapes-s8", flow=replace(_SHAPES_S5.flow,
 # their corners are a few of the object's pixels; the network is the same, so the transformer's latents stay.
 _SHAPES_S9 = replace(_SHAPES_S5, name="shapes-s9", vae=replace(_SHAPES_S5.vae, foreground_weight=12.0))
 
-# An experiment (docs/model.md): shapes-s3's autoencoder (2x in time) under shapes-s5's transformer. The
-# shipped autoencoder's round trip keeps the shape of 3 of the 23 squares and triangles that move across
-# the frame, and of every still, growing or shrinking one: four frames per latent frame smear a moving corner.
+# An experiment (docs/model.md): shapes-s3's autoencoder (2x in time) under shapes-s5's transformer. Of the
+# held-out squares and triangles, the shapes-s5 autoencoder's round trip keeps the shape of 7 of the 32 that
+# move across the frame and 15 of the 17 that stay in place, grow or shrink: four frames per latent frame
+# smear a moving shape.
 _SHAPES_S10 = replace(_SHAPES_S5, name="shapes-s10", vae=_SHAPES_S3.vae)
 
-# An experiment (docs/model.md): the same number of latent values as shapes-s10's, as twice the channels
+# An experiment (docs/model.md): about as many latent values as shapes-s10's, as twice the channels
 # instead of twice the frames, so the transformer keeps its 80 tokens for 64x64x17 (each now 256 values).
 _SHAPES_S11 = replace(
     _SHAPES_S5,

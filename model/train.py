@@ -333,9 +333,11 @@ def train_vae(
     if not 0 <= stills_share <= 1:
         raise ValueError(f"stills_share must be between 0 and 1, got {stills_share}")
     stills_until = int(steps * stills_share) if stage == "vae" else 0
-    if len(frame_weights) != len(VAE_FRAME_COUNTS) or min(frame_weights) < 0 or abs(sum(frame_weights) - 1) > 1e-6:
+    if (len(frame_weights) != len(VAE_FRAME_COUNTS) or not all(math.isfinite(w) and w >= 0 for w in frame_weights)
+            or abs(sum(frame_weights) - 1) > 1e-6):
         raise ValueError(f"frame_weights must be {len(VAE_FRAME_COUNTS)} chances (a still, 9 and 17 frames) "
                          f"that add up to 1, got {list(frame_weights)}")
+    frame_weights = tuple(w / sum(frame_weights) for w in frame_weights)
     data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until, "frame_weights": list(frame_weights)}
     start = 0
     checkpoint = latest_checkpoint(out)
@@ -344,7 +346,8 @@ def train_vae(
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
         start = state["step"]
-        refuse_other_settings(out, state, data_settings)
+        # Checkpoints written before frame_weights was recorded drew frames with the default.
+        refuse_other_settings(out, {"frame_weights": list(VAE_FRAME_WEIGHTS), **state}, data_settings)
         log(f"resuming from {checkpoint} at step {start}")
     truncate_log(out, start)
 
@@ -356,7 +359,7 @@ def train_vae(
     last_step = steps if stop_after is None else min(steps, start + stop_after)
     for step in range(start, last_step):
         began = time.time()
-        x = vae_batch(step, seed, config, pixel_budget, folder, stills_until, tuple(frame_weights)).to(device)
+        x = vae_batch(step, seed, config, pixel_budget, folder, stills_until, frame_weights).to(device)
         step_lr = learning_rate(step, steps, lr, warmup=min(200, steps // 10 + 1))
         for group in optimizer.param_groups:
             group["lr"] = step_lr
@@ -554,6 +557,7 @@ def train_dit(
     # The latents come from this encoder: a run records it with the settings its data stream depends on.
     data_settings = {"pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae)}
     start, position, started_from = 0, 0, None if init_from is None else str(init_from)
+    relearn_latents = relearn_latents and init_from is not None
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
         dit.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
@@ -561,6 +565,7 @@ def train_dit(
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
         start, position, started_from = state["step"], state["data_position"], state.get("started_from")
+        relearn_latents = state.get("relearn_latents", relearn_latents)
         refuse_other_settings(out, state, data_settings)
         log(f"resuming from {checkpoint} at step {start}"
             + ("" if init_from is None else " (its own weights: --init-from applies only to a new run)"))
@@ -574,7 +579,7 @@ def train_dit(
     def checkpoint_now(step):
         tensors = {"model.safetensors": dit.state_dict(), "ema.safetensors": ema}
         state = {"step": step, "seed": seed, "stage": "dit", "data_position": position,
-                 "started_from": started_from, **data_settings}
+                 "started_from": started_from, "relearn_latents": relearn_latents, **data_settings}
         save_checkpoint(out, step, tensors, optimizer, state)
 
     dit.train()
@@ -629,7 +634,8 @@ def train_dit(
     return dit, ema
 
 
-# The transformer's layers that read and write latent patches; the rest never sees a latent value.
+# The patch embedding, which reads latent patches, and the output layer with its modulation, which writes
+# them: what --relearn-latents starts afresh. The rest never sees a latent value.
 LATENT_LAYERS = ("x_embedder.", "final_layer.")
 
 
@@ -766,12 +772,14 @@ def train_command(args) -> int:
         steps=args.steps, seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every,
         data=args.data, device=args.device, stop_after=args.stop_after, log=functools.partial(print, flush=True),
     )
-    frames = {}
+    frame_options = {}
     if args.frame_weights is not None:
         if args.stage not in ("vae", "decoder"):
             raise SystemExit("--frame-weights is for the vae and decoder stages")
+        if args.data != "shapes":
+            raise SystemExit("--frame-weights is for Shapes data (a folder's videos keep their own length)")
         try:
-            frames["frame_weights"] = tuple(float(w) for w in args.frame_weights.split(","))
+            frame_options["frame_weights"] = tuple(float(w) for w in args.frame_weights.split(","))
         except ValueError:
             raise SystemExit(f"--frame-weights takes three numbers separated by commas, got {args.frame_weights!r}") from None
     if args.stage in ("decoder", "dit") and not args.vae:
@@ -779,9 +787,9 @@ def train_command(args) -> int:
     try:
         if args.stage == "vae":
             shares = {} if args.stills_share is None else {"stills_share": args.stills_share}
-            train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **frames, **common)
+            train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **frame_options, **common)
         elif args.stage == "decoder":
-            train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **frames, **common)
+            train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **frame_options, **common)
         else:
             pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
             train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from,

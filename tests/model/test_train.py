@@ -122,24 +122,39 @@ def test_a_vae_run_starts_with_stills_and_resumes_only_with_its_data_settings(tm
         train_vae(TINY, tmp_path / "other", steps=6, seed=0, stills_share=1.5, **VAE_ARGS)
     with pytest.raises(ValueError, match=r"frame_weights=\[0.5, 0.3, 0.2\]"):
         train_vae(TINY, out, steps=6, seed=0, stills_share=1 / 3, frame_weights=(0.0, 0.5, 0.5), **VAE_ARGS)
+    # A checkpoint written before frame_weights was recorded drew its frames with the default.
+    state_path = latest_checkpoint(out) / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["frame_weights"]
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"frame_weights=\[0.5, 0.3, 0.2\]"):
+        train_vae(TINY, out, steps=6, seed=0, stills_share=1 / 3, frame_weights=(0.0, 0.5, 0.5), **VAE_ARGS)
+    with pytest.raises(ValueError, match="add up to 1"):
+        train_vae(TINY, tmp_path / "nan", steps=6, seed=0, frame_weights=(float("nan"), 0.5, 0.5), **VAE_ARGS)
 
 
-def test_a_vae_run_can_show_clips_only(tmp_path):
+def test_a_vae_or_decoder_run_can_show_clips_only(vae_run, tmp_path):
     clips_only = (0.0, 0.5, 0.5)
     assert all(vae_batch(step, 0, TINY, 4096, None, frame_weights=clips_only).shape[2] > 1 for step in range(12))
     assert any(vae_batch(step, 0, TINY, 4096, None).shape[2] == 1 for step in range(12))
-    out = tmp_path / "decoder"
-    args = build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(out), "--steps", "2",
-                                      "--token-budget", "4096", "--frame-weights", "0,0.5,0.5", "--threads", "1"])
-    assert train_command(args) == 0
-    frames = [json.loads(line)["shape"][2] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert len(frames) == 2 and min(frames) > 1
+    for stage in ("vae", "decoder"):
+        out = tmp_path / stage
+        args = build_parser().parse_args(["train", stage, "--preset", "tiny", "--vae", str(vae_run), "--out", str(out),
+                                          "--steps", "3", "--token-budget", "4096", "--frame-weights", "0,0.5,0.5",
+                                          "--threads", "1"])
+        assert train_command(args) == 0
+        frames = [json.loads(line)["shape"][2] for line in (out / "log.jsonl").read_text().splitlines()]
+        assert len(frames) == 3 and min(frames) > 1, stage
+        assert json.loads((latest_checkpoint(out) / "state.json").read_text())["frame_weights"] == [0.0, 0.5, 0.5]
     for weights, message in (("0.5,0.5", "add up to 1"), ("1,0,0.5", "add up to 1"), ("a,b,c", "three numbers")):
         with pytest.raises(SystemExit, match=message):
             train_command(build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(tmp_path / "x"),
                                                      "--steps", "2", "--frame-weights", weights]))
+    with pytest.raises(SystemExit, match="for Shapes data"):
+        train_command(build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(tmp_path / "z"),
+                                                 "--steps", "2", "--data", str(tmp_path), "--frame-weights", "0,0.5,0.5"]))
     with pytest.raises(SystemExit, match="vae and decoder stages"):
-        train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(out),
+        train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(vae_run),
                                                  "--out", str(tmp_path / "y"), "--steps", "2", "--frame-weights", "0,0.5,0.5"]))
 
 
@@ -410,6 +425,14 @@ def test_a_fine_tune_is_refused_a_model_it_cannot_start_from(dit_run, vae_run, t
     save_file(weights, str(other_vae / "vae.safetensors"))
     with pytest.raises(ValueError, match="another autoencoder"):
         train_dit(TINY, other_vae, tmp_path / "b", steps=2, seed=0, init_from=dit_run / "export", **DIT_ARGS)
+    # Unless told to relearn the latents: then the layers that touch them start afresh, even at the same shapes.
+    train_dit(TINY, other_vae, tmp_path / "relearn", steps=2, seed=0, lr=1e-12, init_from=dit_run / "export",
+              relearn_latents=True, stop_after=1, **DIT_ARGS)
+    relearned = load_file(str(latest_checkpoint(tmp_path / "relearn") / "model.safetensors"))
+    exported = load_file(str(dit_run / "export" / "dit.safetensors"))
+    assert torch.all(relearned["final_layer.linear.weight"].abs() < 1e-6)
+    assert not torch.any(exported["final_layer.linear.weight"] == 0)
+    assert torch.allclose(relearned["blocks.0.attn.qkv.weight"], exported["blocks.0.attn.qkv.weight"], atol=1e-6)
     wider = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, depth=TINY.dit.depth + 1))
     with pytest.raises(ValueError, match="not the one preset"):
         train_dit(wider, vae_run, tmp_path / "c", steps=2, seed=0, init_from=dit_run / "export", **DIT_ARGS)
@@ -443,13 +466,17 @@ def test_a_run_on_another_autoencoder_can_start_from_a_model_relearning_only_its
     train_dit(wider, tmp_path / "vae8", out, steps=4, seed=5, lr=1e-12, init_from=export, relearn_latents=True,
               stop_after=2, **{**DIT_ARGS, "log": messages.append})
     assert any("its latent layers afresh" in m for m in messages)
-    weights = load_file(str(latest_checkpoint(out) / "model.safetensors"))
-    carried = [name for name in weights if not name.startswith(LATENT_LAYERS)]
-    assert len(carried) > len(weights) // 2
-    assert all(torch.allclose(weights[name], started[name], atol=1e-6) for name in carried)
-    # The latent layers are a fresh network's: an output layer at zero, an embedding of the new patch size.
-    assert weights["x_embedder.weight"].shape[1] == 2 * started["x_embedder.weight"].shape[1]
-    assert not torch.any(started["final_layer.linear.weight"] == 0) and torch.all(weights["final_layer.linear.weight"].abs() < 1e-6)
+    for file_name in ("model.safetensors", "ema.safetensors"):
+        weights = load_file(str(latest_checkpoint(out) / file_name))
+        carried = [name for name in weights if not name.startswith(LATENT_LAYERS)]
+        assert len(carried) > len(weights) // 2
+        assert all(torch.allclose(weights[name], started[name], atol=1e-6) for name in carried), file_name
+        # The latent layers are a fresh network's: an output layer at zero, an embedding of the new patch size.
+        assert weights["x_embedder.weight"].shape[1] == 2 * started["x_embedder.weight"].shape[1]
+        assert not torch.any(started["final_layer.linear.weight"] == 0)
+        assert torch.all(weights["final_layer.linear.weight"].abs() < 1e-6), file_name
+    state = json.loads((latest_checkpoint(out) / "state.json").read_text())
+    assert state["started_from"] == str(export) and state["relearn_latents"] is True
     # Any other difference in the network is still refused.
     deeper = dataclasses.replace(wider, dit=dataclasses.replace(wider.dit, depth=TINY.dit.depth + 1))
     with pytest.raises(ValueError, match="not the one preset"):
