@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stills-share", type=float, default=None,
                        help="vae stage: the share of the first steps that show still images only (default 0)")
     train.add_argument("--frame-weights", default=None,
-                       help="vae, decoder: chances of a still, a 9-frame and a 17-frame clip per step "
-                            "(default 0.5,0.3,0.2)")
+                       help="vae, decoder: three numbers adding up to 1, separated by commas: the chances "
+                            "of a still, a 9-frame and a 17-frame clip per step (default 0.5,0.3,0.2)")
     train.add_argument("--pool-size", type=int, default=None,
                        help="dit stage: distinct Shapes clips whose latents are encoded once and reused (default 8000)")
     train.add_argument("--device", default="cpu")

@@ -197,9 +197,9 @@ _SHAPES_S8 = replace(_SHAPES_S5, name="shapes-s8", flow=replace(_SHAPES_S5.flow,
 _SHAPES_S9 = replace(_SHAPES_S5, name="shapes-s9", vae=replace(_SHAPES_S5.vae, foreground_weight=12.0))
 
 # An experiment (docs/model.md): shapes-s3's autoencoder (2x in time) under shapes-s5's transformer. Of the
-# held-out squares and triangles, the shapes-s5 autoencoder's round trip keeps the shape of 7 of the 32 that
-# move across the frame and 15 of the 17 that stay in place, grow or shrink: four frames per latent frame
-# smear a moving shape.
+# held-out squares and triangles, the shapes-s5 autoencoder's round trip (before its third decoder stage)
+# keeps the shape of 7 of the 32 that move across the frame and 15 of the 17 that stay in place, grow or
+# shrink: four frames per latent frame smear a moving shape.
 _SHAPES_S10 = replace(_SHAPES_S5, name="shapes-s10", vae=_SHAPES_S3.vae)
 
 # An experiment (docs/model.md): about as many latent values as shapes-s10's, as twice the channels

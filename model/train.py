@@ -196,6 +196,12 @@ def refuse_other_settings(out: Path, state: dict, settings: dict) -> None:
             raise ValueError(f"{out} was started with {name}={state[name]}; resume it with the same value (got {value})")
 
 
+def display_path(path: str | Path) -> str:
+    # A run's state may be committed: a path under the working directory is recorded relative to it.
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def append_log(out: Path, record: dict) -> None:
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -315,6 +321,12 @@ def train_vae(
     """
     out = Path(out)
     stage = "vae" if frozen_encoder_from is None else "decoder"
+    if not 0 <= stills_share <= 1:
+        raise ValueError(f"stills_share must be between 0 and 1, got {stills_share}")
+    if (len(frame_weights) != len(VAE_FRAME_COUNTS) or not all(math.isfinite(w) and w >= 0 for w in frame_weights)
+            or abs(sum(frame_weights) - 1) > 1e-6):
+        raise ValueError(f"frame_weights must be {len(VAE_FRAME_COUNTS)} chances (a still, 9 and 17 frames) "
+                         f"that add up to 1, got {list(frame_weights)}")
     prepare_run(out, config, stage)
     lr = lr or (1e-3 if stage == "vae" else 5e-4)
     pixel_budget = pixel_budget or 18 * 64 * 64  # 18 stills of 64x64, 2 clips of 64x64x9, or one longer clip
@@ -330,15 +342,10 @@ def train_vae(
         vae.encoder.requires_grad_(False)
     trainable = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    if not 0 <= stills_share <= 1:
-        raise ValueError(f"stills_share must be between 0 and 1, got {stills_share}")
     stills_until = int(steps * stills_share) if stage == "vae" else 0
-    if (len(frame_weights) != len(VAE_FRAME_COUNTS) or not all(math.isfinite(w) and w >= 0 for w in frame_weights)
-            or abs(sum(frame_weights) - 1) > 1e-6):
-        raise ValueError(f"frame_weights must be {len(VAE_FRAME_COUNTS)} chances (a still, 9 and 17 frames) "
-                         f"that add up to 1, got {list(frame_weights)}")
-    frame_weights = tuple(w / sum(frame_weights) for w in frame_weights)
+    # Recorded as given, so that a resume compares the numbers it was started with; drawn from normalised.
     data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until, "frame_weights": list(frame_weights)}
+    frame_weights = tuple(w / sum(frame_weights) for w in frame_weights)
     start = 0
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
@@ -556,7 +563,7 @@ def train_dit(
     optimizer = torch.optim.AdamW(dit.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     # The latents come from this encoder: a run records it with the settings its data stream depends on.
     data_settings = {"pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae)}
-    start, position, started_from = 0, 0, None if init_from is None else str(init_from)
+    start, position, started_from = 0, 0, None if init_from is None else display_path(init_from)
     relearn_latents = relearn_latents and init_from is not None
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
@@ -565,7 +572,8 @@ def train_dit(
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
         start, position, started_from = state["step"], state["data_position"], state.get("started_from")
-        relearn_latents = state.get("relearn_latents", relearn_latents)
+        # Checkpoints written before relearn_latents was recorded come from runs that did not relearn.
+        relearn_latents = state.get("relearn_latents", False)
         refuse_other_settings(out, state, data_settings)
         log(f"resuming from {checkpoint} at step {start}"
             + ("" if init_from is None else " (its own weights: --init-from applies only to a new run)"))
@@ -683,7 +691,7 @@ def export_checkpoint(dit_run: str | Path, vae_run: str | Path, path: str | Path
                       sample_steps: int | None = None) -> int:
     """Exports the EMA weights of a dit run's newest checkpoint, finished or not; returns its step.
 
-    A run that spans several sessions can be shipped as it stands, and later
+    A run that spans several processes can be shipped as it stands, and later
     replaced by the export of the finished run. `sampler` and `sample_steps` set
     the exported model's default sampling, chosen by evaluating the trained weights.
     """
