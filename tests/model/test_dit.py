@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.config import preset
-from model.dit import DiT, DiTBlock, count_parameters
+from model.dit import DiT, DiTBlock, count_parameters, gelu_tanh
 from model.flow import flow_matching_loss
 from model.patches import grid_fractions, patchify
 from model.vae import CausalVAE
@@ -193,3 +193,16 @@ def test_fractional_positions_start_at_a_fifth_or_more_of_a_noise_token_cost_one
     packing = placed.prepare([x.shape for x in latents], text_mask)
     first, second = packing.grids
     assert torch.equal(packing.fractions, torch.cat([grid_fractions(first), grid_fractions(second)]))
+
+
+def test_gelu_without_gradients_is_the_tanh_gelu_and_with_them_keeps_its_gradient():
+    x = torch.linspace(-30, 30, 100_001)
+    expected = torch.nn.functional.gelu(x, approximate="tanh")
+    assert (gelu_tanh(x) - expected).abs().max() < 1e-6
+    assert (gelu_tanh(x.double()) - expected.double()).abs().max() < 1e-6
+    assert gelu_tanh(x.double()).dtype == torch.float64
+    leaf = torch.linspace(-4, 4, 101, requires_grad=True)
+    gelu_tanh(leaf).sum().backward()
+    reference = leaf.detach().clone().requires_grad_()
+    torch.nn.functional.gelu(reference, approximate="tanh").sum().backward()
+    assert torch.equal(leaf.grad, reference.grad)
