@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import shlex
 import statistics
 import sys
@@ -25,6 +26,28 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), times
+
+
+def reset_peak_rss() -> bool:
+    # Linux: writing 5 to clear_refs resets the process's peak RSS (what ru_maxrss reports)
+    # to its current RSS, so the next peak belongs to what runs after this point only.
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def max_rss_kib() -> int:
+    # The process's peak RSS in KiB: VmHWM, the high-water mark of this address space. ru_maxrss
+    # (getrusage) is not used: on Linux it also keeps the peak of the parent that started this
+    # process (it survives fork and exec), so a child of a big process would see the parent's peak.
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def load_average() -> str:

@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,9 @@ from common import (  # noqa: E402
     load_average,
     machine_line,
     markdown_table,
+    max_rss_kib,
     median_seconds,
+    reset_peak_rss,
     stamp,
     text_table,
     write_section,
@@ -218,28 +219,6 @@ def build_forward(name: str, config, shape, text_lengths: tuple[int, int], dit=N
 # ---------------------------------------------------------------------------
 
 
-def _reset_peak_rss() -> bool:
-    # Linux: writing 5 to clear_refs resets the process's peak RSS (what ru_maxrss reports)
-    # to its current RSS, so the next peak belongs to what runs after this point only.
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _max_rss_kib() -> int:
-    # The process's peak RSS in KiB: VmHWM, the high-water mark of this address space. ru_maxrss
-    # (getrusage) is not used: on Linux it also keeps the peak of the parent that started this
-    # process (it survives fork and exec), so a child of a big process would see the parent's peak.
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def memory_child(args) -> None:
     """Runs in a subprocess: the peak-RSS increase of the first forward and of a later one, in KiB."""
     torch.set_num_threads(args.threads)
@@ -249,17 +228,17 @@ def memory_child(args) -> None:
     lengths = tuple(int(v) for v in args.text_lengths.split(","))
     with torch.inference_mode():
         forward, _ = build_forward(args.memory_child, config, shape, lengths)
-        reset = _reset_peak_rss()
-        before = _max_rss_kib()
+        reset = reset_peak_rss()
+        before = max_rss_kib()
         forward()
-        first = _max_rss_kib() - before
+        first = max_rss_kib() - before
         for _ in range(2):
             forward()
-        _reset_peak_rss()
-        before_later = _max_rss_kib()
+        reset_peak_rss()
+        before_later = max_rss_kib()
         forward()
-        later = _max_rss_kib() - before_later
-        peak = _max_rss_kib()
+        later = max_rss_kib() - before_later
+        peak = max_rss_kib()
     print(json.dumps({"first_kib": first, "later_kib": later, "rss_kib": peak, "peak_reset": reset}))
 
 

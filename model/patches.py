@@ -5,7 +5,10 @@ each patch becomes one token (the "spacetime patches" of Sora). Videos of any
 width, height and duration therefore become token sequences of different
 lengths, which are concatenated into one sequence and kept apart by a
 block-diagonal attention mask: NaViT's "Patch n' Pack" (Dehghani et al., 2023).
-Nothing is cropped or padded.
+Nothing is cropped or padded. The self-attention mask is kept as its diagonal
+blocks, runs of adjacent samples of one length, and attention runs block by
+block, so no work goes to the pairs across samples that the mask would discard
+(as a variable-length attention kernel, or xformers' BlockDiagonalMask, does).
 """
 
 from __future__ import annotations
@@ -141,7 +144,8 @@ class Packing:
     grids: list[Grid]  # token grid per sample
     lengths: list[int]  # tokens per sample (t*h*w)
     sample_ids: torch.Tensor  # (N,) long: which sample each token belongs to
-    self_mask: torch.Tensor | None  # (N, N) additive (0 same sample, -inf elsewhere); None when all lengths are equal
+    runs: list[tuple[int, int]]  # (samples, tokens each) per run of adjacent samples of one length, in pack order:
+    # the diagonal blocks of the block-diagonal self-attention mask (one run when all lengths are equal)
     rope_cos: torch.Tensor  # (N, head_dim)
     rope_sin: torch.Tensor  # (N, head_dim), signed as Rope3D.tables gives it
     fractions: torch.Tensor  # (N, 3) each token's (t, y, x) as a fraction of its clip (grid_fractions)
@@ -152,6 +156,17 @@ class Packing:
 def additive_mask(allowed: torch.Tensor) -> torch.Tensor:
     # Built once per packing: attention would otherwise turn a boolean mask into this at every call.
     return torch.zeros(allowed.shape, device=allowed.device).masked_fill(~allowed, float("-inf"))
+
+
+def length_runs(lengths: list[int]) -> list[tuple[int, int]]:
+    """(samples, length) for each run of adjacent samples of one length: [80, 80, 252, 80] -> [(2, 80), (1, 252), (1, 80)]."""
+    runs: list[tuple[int, int]] = []
+    for length in lengths:
+        if runs and runs[-1][1] == length:
+            runs[-1] = (runs[-1][0] + 1, length)
+        else:
+            runs.append((1, length))
+    return runs
 
 
 def pack_layout(grids: list[Grid], text_mask: torch.Tensor, rope: Rope3D) -> Packing:
@@ -168,9 +183,6 @@ def pack_layout(grids: list[Grid], text_mask: torch.Tensor, rope: Rope3D) -> Pac
         raise ValueError("every sample needs at least one valid text token")
     lengths = [math.prod(g) for g in grids]
     sample_ids = torch.repeat_interleave(torch.arange(B, device=device), torch.tensor(lengths, device=device))
-    # Samples of one length (a guided pair, a batch of same-shape requests) attend as a batch of
-    # separate sequences, which skips the masked-out blocks of the score matrix altogether.
-    self_mask = None if len(set(lengths)) == 1 else additive_mask(sample_ids[:, None] == sample_ids[None, :])
     tables = [rope.tables(g, device) for g in grids]
     rope_cos = torch.cat([c for c, _ in tables])
     rope_sin = torch.cat([s for _, s in tables])
@@ -179,7 +191,7 @@ def pack_layout(grids: list[Grid], text_mask: torch.Tensor, rope: Rope3D) -> Pac
     text_index = text_mask.reshape(-1).nonzero().squeeze(1)
     text_sample_ids = text_index // L
     cross_mask = additive_mask(sample_ids[:, None] == text_sample_ids[None, :])
-    return Packing(list(grids), lengths, sample_ids, self_mask, rope_cos, rope_sin, fractions, text_index, cross_mask)
+    return Packing(list(grids), lengths, sample_ids, length_runs(lengths), rope_cos, rope_sin, fractions, text_index, cross_mask)
 
 
 def pack(latents: list[torch.Tensor], patch_size: Grid) -> torch.Tensor:

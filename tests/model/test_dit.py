@@ -47,7 +47,7 @@ def test_every_block_is_the_identity_at_init():
             assert torch.equal(block(x, modulation, text, packing), x)
         # Its parts are not trivial: the self-attention branch itself is non-zero.
         rope = (packing.rope_cos, packing.rope_sin)
-        assert dit.blocks[0].attn(x, packing.self_mask, rope=rope).abs().max() > 0
+        assert dit.blocks[0].attn(x, packing.runs, rope=rope).abs().max() > 0
         # The final layer is zero too, so the untrained network predicts zero velocity.
         out = dit(latents, timesteps, text_states, text_mask)
     assert all(torch.equal(o, torch.zeros_like(x0)) for o, x0 in zip(out, latents))

@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from model.config import DiTConfig, preset
-from model.dit import DiT
+from model.dit import DiT, attend_by_runs
 from model.patches import (
     Rope3D,
     apply_rotary,
     grid_fractions,
     grid_positions,
+    length_runs,
     num_tokens,
     pack,
     pack_layout,
@@ -74,16 +75,36 @@ def test_masks_are_block_diagonal_and_text_is_per_sample():
     packing = pack_layout([(1, 2, 2), (2, 1, 1)], text_mask, Rope3D(16))
     ids = torch.tensor([0, 0, 0, 0, 1, 1])
     assert torch.equal(packing.sample_ids, ids)
-    assert torch.equal(packing.self_mask == 0, ids[:, None] == ids[None, :])
-    assert torch.isneginf(packing.self_mask[packing.self_mask != 0]).all()
+    assert packing.runs == [(1, 4), (1, 2)]  # the self-attention mask's diagonal blocks
     # Sample 0 sees its two valid text tokens, sample 1 its three; padding is dropped.
     assert torch.equal(packing.text_index, torch.tensor([0, 1, 3, 4, 5]))
     text_ids = torch.tensor([0, 0, 1, 1, 1])
     assert torch.equal(packing.cross_mask == 0, ids[:, None] == text_ids[None, :])
-    # Samples of one length need no self-attention mask: they attend as a batch.
-    assert pack_layout([(1, 2, 2), (4, 1, 1)], text_mask, Rope3D(16)).self_mask is None
+    # Samples of one length are one block of samples: they attend as a batch.
+    assert pack_layout([(1, 2, 2), (4, 1, 1)], text_mask, Rope3D(16)).runs == [(2, 4)]
+    assert length_runs([80, 80, 252, 80, 80, 80]) == [(2, 80), (1, 252), (3, 80)]
     with pytest.raises(ValueError, match="text token"):
         pack_layout([(1, 1, 1)], torch.zeros(1, 3, dtype=torch.bool), Rope3D(16))
+
+
+def test_attention_block_by_block_equals_attention_under_the_whole_block_diagonal_mask():
+    lengths = [5, 5, 3, 7, 7, 7]
+    ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    mask = torch.zeros(len(ids), len(ids)).masked_fill(ids[:, None] != ids[None, :], float("-inf"))
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, len(ids), 8, generator=generator, requires_grad=True) for _ in range(3))
+    runs = length_runs(lengths)
+    assert runs == [(2, 5), (1, 3), (3, 7)]
+    by_runs = attend_by_runs(q, k, v, runs)
+    masked = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert by_runs.shape == masked.shape == (1, 2, 34, 8)
+    assert (by_runs - masked).abs().max() < 1e-5
+    # Training goes through it too: the gradients agree.
+    weights = torch.randn(masked.shape, generator=generator)
+    by_runs_grads = torch.autograd.grad((by_runs * weights).sum(), (q, k, v))
+    masked_grads = torch.autograd.grad((masked * weights).sum(), (q, k, v))
+    for a, b in zip(by_runs_grads, masked_grads):
+        assert (a - b).abs().max() < 1e-5 and a.abs().max() > 1e-3
 
 
 def test_rope_splits_pairs_over_axes_and_is_relative():
@@ -145,7 +166,7 @@ def test_samples_of_one_length_attend_apart_without_a_mask():
     text_states = torch.randn(3, 6, 384)
     text_mask = torch.ones(3, 6, dtype=torch.bool)
     text_mask[1, 4:] = False
-    assert dit.prepare([x.shape for x in latents], text_mask).self_mask is None
+    assert dit.prepare([x.shape for x in latents], text_mask).runs == [(3, 80)]
     with torch.no_grad():
         packed = dit(latents, timesteps, text_states, text_mask)
         for i in range(3):
