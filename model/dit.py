@@ -127,8 +127,8 @@ def attend_by_runs(q, k, v, runs):
 
     Each run of adjacent samples of one length attends as a batch with no mask: the
     blocks off the diagonal, pairs of tokens from different samples, are never computed.
-    Computing the whole N x N score matrix under the mask instead cost training
-    about a fifth of its step time (benchmarks/RESULTS.md).
+    Computing the whole N x N score matrix under the mask instead made a training
+    step over clips of mixed shapes a third slower (benchmarks/RESULTS.md).
     """
     # q, k, v: (1, H, N, Dh), the samples one after another; runs: (samples, length) covering N
     outs, start = [], 0
@@ -143,7 +143,7 @@ def attend_by_runs(q, k, v, runs):
 
 # GELU's tanh approximation (Hendrycks & Gimpel, 2016), the activation of DiT's MLPs, rewritten
 # through 0.5 * (1 + tanh(z)) = sigmoid(2z). The same function (within 5e-7 in fp32), but on this
-# CPU torch's fused kernel spends most of its time in tanh and the sigmoid form runs 2.5x faster
+# CPU torch's fused kernel spends most of its time in tanh and the sigmoid form runs twice as fast
 # (benchmarks/RESULTS.md). With gradients, or off the CPU, the fused kernel stays: its backward
 # keeps only its input.
 GELU_TANH_INNER = 2 * math.sqrt(2 / math.pi)  # 2 * sqrt(2 / pi), the 2 of sigmoid(2z) folded in
