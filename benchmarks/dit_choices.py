@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     command_line,
     load_average,
     machine_line,
@@ -48,10 +48,10 @@ from common import (  # noqa: E402
     write_section,
 )
 
-import model.dit as dit  # noqa: E402
-from model.config import preset  # noqa: E402
-from model.flow import flow_matching_loss  # noqa: E402
-from model.patches import additive_mask  # noqa: E402
+from model import dit
+from model.config import preset
+from model.flow import flow_matching_loss
+from model.patches import additive_mask
 
 WORKLOADS = ("train", "serve", "serve-one")
 VARIANTS = {
@@ -162,7 +162,7 @@ def memory_child(args) -> None:
 def measure_memory(args, workload: str, variant: str) -> float:
     command = [sys.executable, __file__, "--memory-child", workload, "--variant", variant, "--preset", args.preset,
                "--threads", str(args.threads), "--token-budget", str(args.token_budget)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
     if result.returncode:
         raise RuntimeError(f"memory subprocess for {workload} / {variant} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])["later_kib"] / 1024
@@ -228,12 +228,12 @@ def main(argv=None) -> None:
             f"- Taken {stamp()} with `{command_line()}` ({elapsed:.0f} s).",
             f"- Transformer: {args.preset} (random weights, every one non-zero). Machine: {machine_line(args.threads)}. fp32.",
             f"- Load average (1/5/15 min) at the start: {load_start}; at the end: {load_average()}.",
-            f"- Median of {args.repeats} round-robin runs after one warm-up each. `whole mask`: self-attention over "
-            "all packed tokens under the block-diagonal mask (the N x N score matrix); `tanh kernel`: torch's fused "
-            "tanh-GELU. `train`: forward, flow-matching loss and backward over a batch packed as training packs "
-            "it; `serve`: one guided step for four requests of different sizes packed together; `serve-one`: "
-            "the guided pair of one request. Peak MiB: the increase of the peak RSS over one later run, in a "
-            "fresh subprocess per row.",
+            (f"- Median of {args.repeats} round-robin runs after one warm-up each. `whole mask`: self-attention over "
+             "all packed tokens under the block-diagonal mask (the N x N score matrix); `tanh kernel`: torch's fused "
+             "tanh-GELU. `train`: forward, flow-matching loss and backward over a batch packed as training packs "
+             "it; `serve`: one guided step for four requests of different sizes packed together; `serve-one`: "
+             "the guided pair of one request. Peak MiB: the increase of the peak RSS over one later run, in a "
+             "fresh subprocess per row."),
             "",
             markdown_table(header, rows),
         ]
