@@ -97,9 +97,9 @@ class Attention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, x, runs=None, context=None, mask=None, rope=None):
-        # x: (S, L, D), S sequences of L tokens. Self-attention: runs, the Packing's (samples, length)
-        # runs; more than one when the S = 1 sequence packs samples of different lengths, one when the
-        # S sequences are the samples. Cross-attention: context (M, D) packed text, mask additive (N, M)
+        # x: (S, L, D), S sequences of L tokens: the samples themselves (S > 1, or a lone sample), or
+        # S = 1 packed row of samples of different lengths. Self-attention: runs, the Packing's
+        # (samples, length) runs. Cross-attention: context (M, D) packed text, mask additive (N, M)
         # over the N = S * L tokens. rope: (cos, sin) each (N, head_dim)
         S, L, D = x.shape
         H, Dh = self.num_heads, self.head_dim
@@ -114,7 +114,7 @@ class Attention(nn.Module):
         if rope is not None:
             cos, sin = (table.view(S, 1, L, Dh) for table in rope)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if runs is not None and len(runs) > 1:
+        if runs is not None and S == 1:  # one packed row: its samples must not see each other
             out = attend_by_runs(q, k, v, runs)  # (1, H, N, Dh)
         else:
             mask = None if mask is None else mask.to(q.dtype)
@@ -143,10 +143,10 @@ def attend_by_runs(q, k, v, runs):
 
 # GELU's tanh approximation (Hendrycks & Gimpel, 2016), the activation of DiT's MLPs, rewritten
 # through 0.5 * (1 + tanh(z)) = sigmoid(2z). The same function (within 5e-7 in fp32), but on this
-# CPU torch's fused kernel spends most of its time in tanh and the sigmoid form runs twice as fast
-# (benchmarks/RESULTS.md). With gradients, or off the CPU, the fused kernel stays: its backward
-# keeps only its input.
-GELU_TANH_INNER = 2 * math.sqrt(2 / math.pi)  # 2 * sqrt(2 / pi), the 2 of sigmoid(2z) folded in
+# CPU torch's fused kernel spends most of its time in tanh, and the sigmoid form makes a guided
+# forward 8% faster (benchmarks/RESULTS.md, dit-choices). With gradients the fused kernel stays, as
+# its backward keeps only its input; off the CPU too, where the rewrite was never measured.
+GELU_TANH_INNER = torch.tensor(2 * math.sqrt(2 / math.pi))  # the 2 of sigmoid(2z) folded into sqrt(2 / pi)
 
 
 def gelu_tanh(x):
@@ -154,7 +154,7 @@ def gelu_tanh(x):
         return F.gelu(x, approximate="tanh")
     # x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), in place on one new tensor: each extra
     # activation-sized temporary costs fresh pages from the allocator, as much as the arithmetic.
-    out = torch.addcmul(torch.tensor(GELU_TANH_INNER), x, x, value=0.044715 * GELU_TANH_INNER)
+    out = torch.addcmul(GELU_TANH_INNER, x, x, value=0.044715 * GELU_TANH_INNER.item())
     return out.mul_(x).sigmoid_().mul_(x)
 
 

@@ -144,8 +144,7 @@ class Packing:
     grids: list[Grid]  # token grid per sample
     lengths: list[int]  # tokens per sample (t*h*w)
     sample_ids: torch.Tensor  # (N,) long: which sample each token belongs to
-    runs: list[tuple[int, int]]  # (samples, tokens each) per run of adjacent samples of one length, in pack order:
-    # the diagonal blocks of the block-diagonal self-attention mask (one run when all lengths are equal)
+    runs: list[tuple[int, int]]  # (samples, length) per run of adjacent same-length samples: the mask's diagonal blocks
     rope_cos: torch.Tensor  # (N, head_dim)
     rope_sin: torch.Tensor  # (N, head_dim), signed as Rope3D.tables gives it
     fractions: torch.Tensor  # (N, 3) each token's (t, y, x) as a fraction of its clip (grid_fractions)

@@ -142,15 +142,17 @@ def test_packed_forward_equals_separate_forward_passes():
     config = preset("tiny").dit
     dit = randomize(DiT(config), seed=1).eval()
     C = config.latent_channels
-    latents = [torch.randn(C, 5, 8, 8), torch.randn(C, 1, 8, 14), torch.randn(C, 9, 6, 12)]
-    timesteps = torch.tensor([0.9, 0.3, 0.6])
-    text_states = torch.randn(3, 7, 384)
-    text_mask = torch.zeros(3, 7, dtype=torch.bool)
-    for row, length in enumerate((7, 3, 5)):
+    # Two samples of one length side by side (one block of the mask) among others.
+    latents = [torch.randn(C, 5, 8, 8), torch.randn(C, 5, 8, 8), torch.randn(C, 1, 8, 14), torch.randn(C, 9, 6, 12)]
+    timesteps = torch.tensor([0.9, 0.5, 0.3, 0.6])
+    text_states = torch.randn(4, 7, 384)
+    text_mask = torch.zeros(4, 7, dtype=torch.bool)
+    for row, length in enumerate((7, 4, 3, 5)):
         text_mask[row, :length] = True
+    assert dit.prepare([x.shape for x in latents], text_mask).runs == [(2, 80), (1, 28), (1, 162)]
     with torch.no_grad():
         packed = dit(latents, timesteps, text_states, text_mask)
-        for i in range(3):
+        for i in range(4):
             length = int(text_mask[i].sum())
             alone = dit([latents[i]], timesteps[i : i + 1], text_states[i : i + 1, :length], text_mask[i : i + 1, :length])
             assert packed[i].shape == latents[i].shape
