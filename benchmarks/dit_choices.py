@@ -38,6 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     command_line,
+    latent_shape,
     load_average,
     machine_line,
     markdown_table,
@@ -52,7 +53,7 @@ from common import (
 from model import dit
 from model.config import preset
 from model.flow import flow_matching_loss
-from model.patches import additive_mask
+from model.patches import additive_mask, num_tokens
 
 WORKLOADS = ("train", "serve", "serve-one")
 VARIANTS = {
@@ -87,11 +88,6 @@ def use(variant: str) -> None:
     dit.gelu_tanh = tanh_kernel if gelu == "tanh-kernel" else gelu
 
 
-def latent_of(config, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
-    sf, tf = config.vae.spatial_factor, config.vae.temporal_factor
-    return (config.vae.latent_channels, 1 + (frames - 1) // tf, height // sf, width // sf)
-
-
 def training_batch(config, token_budget: int, seed: int) -> list[tuple[int, int, int, int]]:
     # Latent shapes as the transformer's training packs them: a size and a frame count per clip,
     # drawn at random, clips added until the next would pass the token budget.
@@ -101,8 +97,8 @@ def training_batch(config, token_budget: int, seed: int) -> list[tuple[int, int,
     shapes, used = [], 0
     while True:
         width, height = config.sizes[int(rng.integers(len(config.sizes)))]
-        shape = latent_of(config, width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))])
-        tokens = int(np.prod(dit.token_grid(shape, config.dit.patch_size)))
+        shape = latent_shape(config, width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))])
+        tokens = num_tokens(shape, config.dit.patch_size)
         if shapes and used + tokens > token_budget:
             return shapes
         shapes.append(shape)
@@ -120,9 +116,9 @@ def build(workload: str, preset_name: str, token_budget: int):
     if workload == "train":
         shapes = training_batch(config, token_budget, seed=0)
     elif workload == "serve":
-        shapes = [latent_of(config, *clip) for clip in SERVED] * 2  # conditional rows, then unconditional
+        shapes = [latent_shape(config, *clip) for clip in SERVED] * 2  # conditional rows, then unconditional
     else:
-        shapes = [latent_of(config, 112, 64, 33)] * 2
+        shapes = [latent_shape(config, 112, 64, 33)] * 2
     B = len(shapes)
     text_states = torch.randn(B, 12, config.dit.text_dim)
     text_mask = torch.ones(B, 12, dtype=torch.bool)
@@ -192,10 +188,10 @@ def main(argv=None) -> None:
     header = ["workload", "latents (C,t,h,w)", "tokens", "variant", "median ms", "min ms", "vs as shipped",
               "peak MiB over a step", "load 1/5/15"]
     rows = []
+    config = preset(args.preset)
     for workload in WORKLOADS:
         run, shapes = build(workload, args.preset, args.token_budget)
-        config = preset(args.preset)
-        tokens = [int(np.prod(dit.token_grid(s, config.dit.patch_size))) for s in shapes]
+        tokens = [num_tokens(s, config.dit.patch_size) for s in shapes]
         # Training keeps the fused GELU kernel (gelu_tanh takes it when gradients are on), and one
         # request's rows have one length (one block: nothing to mask).
         variants = {"train": ["as shipped", "whole mask"], "serve": list(VARIANTS),

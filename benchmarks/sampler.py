@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     command_line,
     load_average,
     machine_line,
+    latent_shape,
     markdown_table,
     max_rss_kib,
     median_seconds,
@@ -107,11 +108,6 @@ def dit_config(model_arg: str | None):
         return preset("shapes-s5")
     path = checkpoint_dir(model_arg)
     return preset(model_arg) if path is None else ModelConfig.from_json((path / "config.json").read_text())
-
-
-def latent_shape(config, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
-    sf, tf = config.vae.spatial_factor, config.vae.temporal_factor
-    return (config.vae.latent_channels, 1 + (frames - 1) // tf, height // sf, width // sf)
 
 
 def build_forward(name: str, config, shape, text_lengths: tuple[int, int], dit=None, seed: int = 0):
