@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("stage", choices=["vae", "dit", "decoder", "export"],
                        help="decoder: fine-tune a finished autoencoder's decoder, its encoder frozen; "
                             "export: write a dit run's newest checkpoint (EMA weights) as a model directory")
-    train.add_argument("--preset", default="shapes-s5")
+    train.add_argument("--preset", default="shapes-s10")
     train.add_argument("--out", required=True, help="run directory (checkpoints, loss log)")
     train.add_argument("--vae", default=None,
                        help="dit, decoder, export: the trained autoencoder's run directory, or a model (reel-shapes-v1)")

@@ -5,7 +5,7 @@ The default is the service's common request: 64x64, 2 seconds (17 frames at
 on a 2-core CPU is at most 3 s per video. Each run sends a prompt the text
 encoder has not cached, so text encoding is included.
 
-    python benchmarks/end_to_end.py                                   # shapes-s5, random weights
+    python benchmarks/end_to_end.py                                   # shapes-s10 (the bundled preset), random weights
     python benchmarks/end_to_end.py --model weights/reel-shapes-v1 --steps 10,20,30 --sampler euler,heun
 
 With --steps / --sampler lists it prints one row per combination (the speed
@@ -58,7 +58,7 @@ def sampler_list(text: str) -> list[str]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint directory, named checkpoint or preset (default: shapes-s5, random weights)")
+    parser.add_argument("--model", help="checkpoint directory, named checkpoint or preset (default: shapes-s10, random weights)")
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--frames", type=int, default=17)
@@ -78,8 +78,8 @@ def main(argv=None) -> None:
 
     load_start = os.getloadavg()
     started = time.perf_counter()
-    pipe = TextToVideo.load(args.model) if args.model else TextToVideo.from_preset("shapes-s5")
-    model_name = args.model or "shapes-s5 (random weights)"
+    pipe = TextToVideo.load(args.model) if args.model else TextToVideo.from_preset("shapes-s10")
+    model_name = args.model or "shapes-s10 (random weights)"
     flow = pipe.config.flow
     steps_list = args.steps or [flow.steps]
     samplers = args.sampler or [flow.sampler]

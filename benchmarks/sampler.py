@@ -13,7 +13,7 @@ For each clip shape (default 64x64x17 and 112x64x33):
      round-robin in this process (so background load hits all of them alike),
      each with its peak-memory increase measured in a fresh subprocess.
 
-    python benchmarks/sampler.py                         # shapes-s5, random weights
+    python benchmarks/sampler.py                         # shapes-s10 (the bundled preset), random weights
     python benchmarks/sampler.py --model weights/reel-shapes-v1 --write-results
 
 fp32, torch.inference_mode(), torch.set_num_threads(2) unless --threads says otherwise.
@@ -105,7 +105,7 @@ def dit_config(model_arg: str | None):
     from model.pipeline import checkpoint_dir
 
     if model_arg is None:
-        return preset("shapes-s5")
+        return preset("shapes-s10")
     path = checkpoint_dir(model_arg)
     return preset(model_arg) if path is None else ModelConfig.from_json((path / "config.json").read_text())
 
@@ -286,7 +286,7 @@ def pipeline_parts(pipe, spec, repeats: int, sampler: str | None) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint directory or preset (default: shapes-s5 with random weights)")
+    parser.add_argument("--model", help="checkpoint directory or preset (default: shapes-s10 with random weights)")
     parser.add_argument("--shapes", type=lambda s: [parse_shape(v) for v in s.split(",")],
                         default=[(64, 64, 17), (112, 64, 33)], help="WxHxT list (default 64x64x17,112x64x33)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
@@ -316,9 +316,9 @@ def main(argv=None) -> None:
 
     load_start = os.getloadavg()
     started = time.perf_counter()
-    pipe = TextToVideo.load(args.model) if args.model else TextToVideo.from_preset("shapes-s5")
+    pipe = TextToVideo.load(args.model) if args.model else TextToVideo.from_preset("shapes-s10")
     config = pipe.config
-    model_name = args.model or "shapes-s5 (random weights)"
+    model_name = args.model or "shapes-s10 (random weights)"
     flow = config.flow
     sampler = args.sampler or flow.sampler
     steps = args.steps or flow.steps

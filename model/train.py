@@ -1,8 +1,8 @@
 """Training: the autoencoder stage, the transformer stage and a decoder stage, resumable.
 
-    reel train vae --preset shapes-s5 --out runs/vae --steps 2400
-    reel train dit --preset shapes-s5 --vae runs/vae --out runs/dit --steps 9000
-    reel train decoder --preset shapes-s5 --vae runs/vae --out runs/decoder --steps 3000
+    reel train vae --preset shapes-s10 --out runs/vae --steps 2400
+    reel train dit --preset shapes-s10 --vae runs/vae --out runs/dit --steps 9000
+    reel train decoder --preset shapes-s10 --vae runs/vae --out runs/decoder --steps 3000
 
 The decoder stage fine-tunes the autoencoder's decoder with its encoder frozen
 (as Stable Diffusion's improved VAE decoders were made): the latent space stays
