@@ -146,7 +146,7 @@ _SHAPES_S = ModelConfig(
     dit=DiTConfig(latent_channels=8, hidden_size=192, depth=8, num_heads=3, pooled_text=True),
 )
 
-# The second CPU model (docs/model.md; its autoencoder is the bundled model's): the 8x autoencoder above rounds moving squares and
+# The second CPU model (docs/model.md; its autoencoder is the shapes-s5 model's): the 8x autoencoder above rounds moving squares and
 # triangles into discs (shape 50% on its round trip of the held-out renders). This one is 4x in
 # space from a narrow full-resolution stage (same cost, VAE 0.68M) and weights object pixels in its
 # loss; 1x4x4 patches keep the transformer at the same 80 tokens for 64x64x17 (DiT 5.41M).

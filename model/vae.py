@@ -1,10 +1,10 @@
-"""A causal 3D video autoencoder: 4x in time, 4x or 8x in space (by preset).
+"""A causal 3D video autoencoder: 2x or 4x in time, 4x or 8x in space (by preset).
 
 The idea follows MAGVIT-v2 (Yu et al., 2023, "Language Model Beats Diffusion")
 and the causal VAEs of CogVideoX (Yang et al., 2024) and Open-Sora: every
 convolution pads only on the past in time, and the first frame is encoded on its
-own, so a clip of T = 1 + 4k frames becomes 1 + k latent frames and a still
-image is simply a one-frame video. Because nothing looks ahead in time, the
+own, so a clip of T = 1 + 4k frames becomes 1 + k latent frames at 4x (1 + 2k
+at 2x) and a still image is simply a one-frame video. Because nothing looks ahead in time, the
 decoder can run over the latent in temporal chunks, carrying the last frames of
 each convolution's input across chunk borders, and give the same result as one
 pass over the whole clip.
