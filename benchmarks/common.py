@@ -28,11 +28,6 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float
     return statistics.median(times), times
 
 
-def latent_shape(config, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
-    sf, tf = config.vae.spatial_factor, config.vae.temporal_factor
-    return (config.vae.latent_channels, 1 + (frames - 1) // tf, height // sf, width // sf)
-
-
 def reset_peak_rss() -> bool:
     # Linux: writing 5 to clear_refs resets the process's peak RSS (what ru_maxrss reports)
     # to its current RSS, so the next peak belongs to what runs after this point only.

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     command_line,
-    latent_shape,
     load_average,
     machine_line,
     markdown_table,
@@ -97,7 +96,7 @@ def training_batch(config, token_budget: int, seed: int) -> list[tuple[int, int,
     shapes, used = [], 0
     while True:
         width, height = config.sizes[int(rng.integers(len(config.sizes)))]
-        shape = latent_shape(config, width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))])
+        shape = config.vae.latent_shape(width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))])
         tokens = num_tokens(shape, config.dit.patch_size)
         if shapes and used + tokens > token_budget:
             return shapes
@@ -116,9 +115,9 @@ def build(workload: str, preset_name: str, token_budget: int):
     if workload == "train":
         shapes = training_batch(config, token_budget, seed=0)
     elif workload == "serve":
-        shapes = [latent_shape(config, *clip) for clip in SERVED] * 2  # conditional rows, then unconditional
+        shapes = [config.vae.latent_shape(*clip) for clip in SERVED] * 2  # conditional rows, then unconditional
     else:
-        shapes = [latent_shape(config, 112, 64, 33)] * 2
+        shapes = [config.vae.latent_shape(112, 64, 33)] * 2
     B = len(shapes)
     text_states = torch.randn(B, 12, config.dit.text_dim)
     text_mask = torch.ones(B, 12, dtype=torch.bool)

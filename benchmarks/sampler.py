@@ -39,7 +39,6 @@ from common import (  # noqa: E402
     command_line,
     load_average,
     machine_line,
-    latent_shape,
     markdown_table,
     max_rss_kib,
     median_seconds,
@@ -220,7 +219,7 @@ def memory_child(args) -> None:
     torch.set_num_threads(args.threads)
     config = dit_config(args.model)
     width, height, frames = args.shapes[0]
-    shape = latent_shape(config, width, height, frames)
+    shape = config.vae.latent_shape(width, height, frames)
     lengths = tuple(int(v) for v in args.text_lengths.split(","))
     with torch.inference_mode():
         forward, _ = build_forward(args.memory_child, config, shape, lengths)

@@ -35,6 +35,11 @@ class VAEConfig:
     def temporal_factor(self) -> int:
         return 2 ** sum(self.temporal_downsample)
 
+    def latent_shape(self, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
+        """(C, t, h, w) of a clip's latent: the first frame gets a latent frame of its own."""
+        sf, tf = self.spatial_factor, self.temporal_factor
+        return (self.latent_channels, 1 + (frames - 1) // tf, height // sf, width // sf)
+
     def network(self) -> "VAEConfig":
         """This config without the fields that only shape training (its losses): configs with the same
         network load each other's weights, so a decoder stage may train with another loss weighting."""

@@ -185,8 +185,7 @@ class TextToVideo:
             raise ValueError(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance!r}")
 
     def latent_shape(self, spec: VideoSpec) -> tuple[int, int, int, int]:
-        sf, tf = self.config.vae.spatial_factor, self.config.vae.temporal_factor
-        return (self.config.vae.latent_channels, 1 + (spec.frames - 1) // tf, spec.height // sf, spec.width // sf)
+        return self.config.vae.latent_shape(spec.width, spec.height, spec.frames)
 
     def _autocast(self):
         if self.device.type == "cuda":

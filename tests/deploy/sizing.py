@@ -73,12 +73,6 @@ class Sizing:
         return self.weights_bytes + max(self.dit_activation_bytes, self.vae_activation_bytes)
 
 
-def latent_shape(config: ModelConfig, width: int, height: int, frames: int) -> tuple[int, int, int, int]:
-    vae = config.vae
-    return (vae.latent_channels, 1 + (frames - 1) // vae.temporal_factor, height // vae.spatial_factor,
-            width // vae.spatial_factor)
-
-
 def dit_flops(config: ModelConfig, tokens_per_row: int, rows: int = GUIDED_ROWS, text_tokens: int = TEXT_TOKENS) -> float:
     """One forward over `rows` packed rows of one request: 2 FLOPs per multiply-add of every linear
     layer, plus attention. Rows of one length attend as a batch (QK^T and AV within each row); the
@@ -134,7 +128,7 @@ def vae_activation_bytes(config: ModelConfig, width: int, height: int, frames: i
 def sizing(preset: str, width: int, height: int, seconds: int) -> Sizing:
     config = PRESETS[preset]
     frames = 1 + config.fps * seconds
-    latent = latent_shape(config, width, height, frames)
+    latent = config.vae.latent_shape(width, height, frames)
     with torch.device("meta"):
         dit, vae = DiT(config.dit), CausalVAE(config.vae)
     tokens = math.prod(dit.grid(latent))
