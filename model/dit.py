@@ -138,7 +138,8 @@ def attend_by_runs(q, k, v, runs):
         out = F.scaled_dot_product_attention(q_run, k_run, v_run)  # (count, H, length, Dh)
         outs.append(out.transpose(0, 1).flatten(1, 2))  # (H, count * length, Dh)
         start = end
-    return torch.cat(outs, dim=1)[None]  # (1, H, N, Dh)
+    # One run (every sample the same length, the usual case) needs no second copy.
+    return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1))[None]  # (1, H, N, Dh)
 
 
 # GELU's tanh approximation (Hendrycks & Gimpel, 2016), the activation of DiT's MLPs, rewritten
@@ -146,7 +147,8 @@ def attend_by_runs(q, k, v, runs):
 # CPU torch's fused kernel spends most of its time in tanh, and the sigmoid form makes a guided
 # forward 8% faster (benchmarks/RESULTS.md, dit-choices). With gradients the fused kernel stays, as
 # its backward keeps only its input; off the CPU too, where the rewrite was never measured.
-GELU_TANH_INNER = torch.tensor(2 * math.sqrt(2 / math.pi))  # the 2 of sigmoid(2z) folded into sqrt(2 / pi)
+GELU_TANH_SCALE = 2 * math.sqrt(2 / math.pi)  # the 2 of sigmoid(2z) folded into sqrt(2 / pi)
+GELU_TANH_INNER = torch.tensor(GELU_TANH_SCALE)
 
 
 def gelu_tanh(x):
@@ -154,7 +156,7 @@ def gelu_tanh(x):
         return F.gelu(x, approximate="tanh")
     # x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), in place on one new tensor: each extra
     # activation-sized temporary costs fresh pages from the allocator, as much as the arithmetic.
-    out = torch.addcmul(GELU_TANH_INNER, x, x, value=0.044715 * GELU_TANH_INNER.item())
+    out = torch.addcmul(GELU_TANH_INNER, x, x, value=0.044715 * GELU_TANH_SCALE)
     return out.mul_(x).sigmoid_().mul_(x)
 
 
