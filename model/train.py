@@ -122,25 +122,27 @@ def crop_to_budget(video: np.ndarray, budget: int, rng: np.random.Generator, mul
 
 
 def vae_batch(step: int, seed: int, config: ModelConfig, pixel_budget: int, folder: FolderClips | None,
-              stills_until: int = 0, frame_weights: tuple[float, ...] = VAE_FRAME_WEIGHTS):
+              stills_until: int = 0, frame_weights: tuple[float, ...] = VAE_FRAME_WEIGHTS, with_captions: bool = False):
     """The clips of one autoencoder step: one shape per step, as many clips as fit the pixel budget.
 
     Steps before `stills_until` are still images only: the spatial compression is learnt several
     times faster without clips in between (measured on the Shapes world), and clips then add the
     temporal part to it. After that a step's frame count is drawn from VAE_FRAME_COUNTS with
-    `frame_weights`.
+    `frame_weights`. With `with_captions`, returns (clips, their captions).
     """
     rng = rng_for(seed, step)
     if folder is not None:
-        video = crop_to_budget(folder.item(step)[0], pixel_budget, rng)
-        return video_to_tensor(video)[None]
+        video, text = folder.item(step)
+        x = video_to_tensor(crop_to_budget(video, pixel_budget, rng))[None]
+        return (x, [text]) if with_captions else x
     width, height = config.sizes[int(rng.integers(len(config.sizes)))]
     frames = int(rng.choice(VAE_FRAME_COUNTS, p=frame_weights))
     if step < stills_until:
         frames = 1
     count = max(1, pixel_budget // (frames * width * height))
-    clips = [video_to_tensor(shapes_clip(rng, width, height, frames)[0]) for _ in range(count)]
-    return torch.stack(clips)
+    clips = [shapes_clip(rng, width, height, frames) for _ in range(count)]
+    x = torch.stack([video_to_tensor(video) for video, _ in clips])
+    return (x, [text for _, text in clips]) if with_captions else x
 
 
 # -----------------------------------------------------------------------------
@@ -241,8 +243,13 @@ def foreground_mask(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(far, (1, 3, 3), stride=1, padding=(0, 1, 1))
 
 
-def vae_loss(vae: CausalVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    recon, latent = vae(x)
+def vae_loss(vae: CausalVAE, x: torch.Tensor, denoise=None) -> tuple[torch.Tensor, dict]:
+    # denoise: None, or a function from raw latents to what the decoder is to draw instead of them
+    if denoise is None:
+        recon, latent = vae(x)
+    else:
+        latent = vae.encode_raw(x)
+        recon = vae.decoder(denoise(latent))
     # On plain backgrounds the objects are a few percent of the pixels, yet their edges and corners
     # are what tells a square from a circle: weighting them keeps shapes from melting into blobs.
     weight = 1.0
@@ -253,6 +260,33 @@ def vae_loss(vae: CausalVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
     penalty = latent.pow(2).mean()
     loss = l1 + mse + vae.config.latent_penalty * penalty
     return loss, {"l1": l1.item(), "mse": mse.item()}
+
+
+# A decoder stage may learn to draw what a finished model's transformer hands it. A sampler's last
+# step (from t = 0.23 with 10 Euler steps at 64x64x17) gives the decoder the transformer's estimate of
+# the clean latent, which is smoother than an encoder's latent: squares come back with rounded corners.
+# Shown such estimates of true clips' latents, with the true clips as targets, the decoder learns to
+# draw them as the clips they came from. LTX-Video (HaCohen et al., 2024) goes further: its decoder takes
+# the last denoising step itself.
+DENOISE_MAX_T = 0.35  # estimates from t ~ U(0, this): past the last step of the shipped sampling at every size
+
+
+@torch.no_grad()
+def denoised_latents(pipeline, z: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
+    """The transformer's one-step estimate of normalised latents z (B, C, t, h, w) from noise level
+    t ~ U(0, DENOISE_MAX_T) per clip, guided as its sampler guides: x_t - t v(x_t, t), same shape."""
+    from model.flow import classifier_free_guidance, to_velocity
+
+    flow = pipeline.config.flow
+    t = torch.rand(len(z), generator=generator) * DENOISE_MAX_T
+    noisy = list((1 - t.view(-1, 1, 1, 1, 1)) * z + t.view(-1, 1, 1, 1, 1) * torch.randn(z.shape, generator=generator))
+    text_states, text_mask = pipeline.text.encode(list(captions) + [""] * len(captions))
+
+    def velocity_rows(xs, ts):
+        return to_velocity(pipeline.dit(xs, ts, text_states, text_mask), xs, ts, flow)
+
+    velocity = classifier_free_guidance(velocity_rows, [flow.guidance] * len(captions))(noisy, t)
+    return torch.stack([x - ti * v for x, ti, v in zip(noisy, t, velocity)])
 
 
 @torch.no_grad()
@@ -310,6 +344,7 @@ def train_vae(
     frozen_encoder_from: str | Path | None = None,
     stills_share: float = 0.0,
     frame_weights: tuple[float, ...] = VAE_FRAME_WEIGHTS,
+    denoised_by: str | Path | None = None,
     log=print,
 ) -> CausalVAE:
     """Trains (or continues training) the autoencoder; `stop_after` ends this process early, as an interruption would.
@@ -318,6 +353,8 @@ def train_vae(
     weights and latent statistics start from that run and only the decoder learns.
     The first `stills_share` of a vae run's steps show still images only; `frame_weights` are
     the chances of a still, a 9- and a 17-frame clip in the others (see vae_batch).
+    With `denoised_by` (a model whose encoder is the frozen one) the decoder stage learns to draw that
+    model's transformer's estimates of the latents (denoised_latents) as the clips they came from.
     """
     out = Path(out)
     stage = "vae" if frozen_encoder_from is None else "decoder"
@@ -340,11 +377,22 @@ def train_vae(
             raise ValueError(f"the autoencoder in {frozen_encoder_from} has another VAEConfig than preset {config.name!r}")
         vae.load_state_dict(trained.state_dict())
         vae.encoder.requires_grad_(False)
+    pipeline = None
+    if denoised_by is not None:
+        from model.pipeline import TextToVideo
+
+        if stage != "decoder":
+            raise ValueError("denoised_by is for the decoder stage (its encoder frozen)")
+        pipeline = TextToVideo.from_pretrained(denoised_by, device=device)
+        if encoder_fingerprint(pipeline.vae) != encoder_fingerprint(vae):
+            raise ValueError(f"{denoised_by} has another encoder than {frozen_encoder_from}: its transformer "
+                             "learned other latents")
     trainable = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     stills_until = int(steps * stills_share) if stage == "vae" else 0
     # Recorded as given, so that a resume compares the numbers it was started with; drawn from normalised.
-    data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until, "frame_weights": list(frame_weights)}
+    data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until, "frame_weights": list(frame_weights),
+                     "denoised_by": None if denoised_by is None else display_path(denoised_by)}
     frame_weights = tuple(w / sum(frame_weights) for w in frame_weights)
     start = 0
     checkpoint = latest_checkpoint(out)
@@ -354,7 +402,7 @@ def train_vae(
         state = json.loads((checkpoint / "state.json").read_text())
         start = state["step"]
         # Checkpoints written before frame_weights was recorded drew frames with the default.
-        refuse_other_settings(out, {"frame_weights": list(VAE_FRAME_WEIGHTS), **state}, data_settings)
+        refuse_other_settings(out, {"frame_weights": list(VAE_FRAME_WEIGHTS), "denoised_by": None, **state}, data_settings)
         log(f"resuming from {checkpoint} at step {start}")
     truncate_log(out, start)
 
@@ -362,15 +410,24 @@ def train_vae(
         state = {"step": step, "seed": seed, "stage": stage, **data_settings}
         save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, state)
 
+    def estimate_raw(captions, generator, raw):
+        # raw latents -> the transformer's estimates of them, raw again (the decoder reads raw latents)
+        z = denoised_latents(pipeline, (raw - vae.latent_mean) / vae.latent_std, captions, generator)
+        return z * vae.latent_std + vae.latent_mean
+
     vae.train()
     last_step = steps if stop_after is None else min(steps, start + stop_after)
     for step in range(start, last_step):
         began = time.time()
-        x = vae_batch(step, seed, config, pixel_budget, folder, stills_until, frame_weights).to(device)
+        x, captions = vae_batch(step, seed, config, pixel_budget, folder, stills_until, frame_weights, with_captions=True)
+        x = x.to(device)
+        denoise = None
+        if pipeline is not None:
+            denoise = functools.partial(estimate_raw, captions, torch_generator(seed, 11, step))
         step_lr = learning_rate(step, steps, lr, warmup=min(200, steps // 10 + 1))
         for group in optimizer.param_groups:
             group["lr"] = step_lr
-        loss, parts = vae_loss(vae, x)
+        loss, parts = vae_loss(vae, x, denoise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -768,6 +825,11 @@ def train_command(args) -> int:
         raise SystemExit(f"--init-from: no model {args.init_from!r} (a model directory, or a name under weights/)")
     if args.init_from and args.stage != "dit":
         raise SystemExit("--init-from is for the dit stage (a decoder stage starts from its --vae)")
+    denoised_by = args.denoised_by and checkpoint_dir(args.denoised_by)
+    if args.denoised_by and denoised_by is None:
+        raise SystemExit(f"--denoised-by: no model {args.denoised_by!r} (a model directory, or a name under weights/)")
+    if args.denoised_by and args.stage != "decoder":
+        raise SystemExit("--denoised-by is for the decoder stage")
     if args.relearn_latents and not args.init_from:
         raise SystemExit("--relearn-latents goes with --init-from (the model whose transformer the run starts from)")
     if args.steps is None or args.steps < 1:
@@ -797,7 +859,8 @@ def train_command(args) -> int:
             shares = {} if args.stills_share is None else {"stills_share": args.stills_share}
             train_vae(config, args.out, pixel_budget=args.token_budget, **shares, **frame_options, **common)
         elif args.stage == "decoder":
-            train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run, **frame_options, **common)
+            train_vae(config, args.out, pixel_budget=args.token_budget, frozen_encoder_from=vae_run,
+                      denoised_by=denoised_by, **frame_options, **common)
         else:
             pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
             train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from,

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 from app.cli import build_parser
 from model.config import preset
 from model.train import (
+    denoised_latents,
     encoder_fingerprint,
     evaluate_vae_psnr,
     export_checkpoint,
@@ -19,6 +20,7 @@ from model.train import (
     learning_rate,
     load_trained_vae,
     plot_loss,
+    torch_generator,
     train_command,
     train_dit,
     train_vae,
@@ -105,6 +107,45 @@ def test_a_decoder_stage_may_weight_its_loss_otherwise_but_not_change_the_networ
     wider = dataclasses.replace(TINY, vae=dataclasses.replace(TINY.vae, base_channels=16))
     with pytest.raises(ValueError, match="another VAEConfig"):
         train_vae(wider, tmp_path / "wider", steps=2, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+
+
+def test_a_decoder_stage_can_learn_to_draw_a_transformers_estimates(vae_run, dit_run, tmp_path):
+    from model.pipeline import TextToVideo
+
+    model = dit_run / "export"  # its transformer learned vae_run's latents
+    pipeline = TextToVideo.from_pretrained(model)
+    x, captions = vae_batch(3, 0, TINY, 4096, None, with_captions=True)
+    assert len(captions) == len(x) and all(isinstance(c, str) and c for c in captions)
+    z = pipeline.vae.encode(x)
+    estimate = denoised_latents(pipeline, z, captions, torch_generator(0))
+    assert estimate.shape == z.shape and not torch.allclose(estimate, z)
+    assert torch.equal(estimate, denoised_latents(pipeline, z, captions, torch_generator(0)))
+
+    out, plain = tmp_path / "decoder", tmp_path / "plain"
+    train_vae(TINY, out, steps=4, seed=1, frozen_encoder_from=vae_run, denoised_by=model, stop_after=2, **VAE_ARGS)
+    with pytest.raises(ValueError, match="denoised_by"):  # a run resumes only as it started
+        train_vae(TINY, out, steps=4, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+    train_vae(TINY, out, steps=4, seed=1, frozen_encoder_from=vae_run, denoised_by=model, **VAE_ARGS)
+    train_vae(TINY, plain, steps=4, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+    before, after = load_file(str(vae_run / "vae.safetensors")), load_file(str(out / "vae.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("decoder."))
+    # The same clips and seed: only what the decoder was shown differs.
+    plain_weights = load_file(str(plain / "vae.safetensors"))
+    assert any(not torch.equal(plain_weights[k], after[k]) for k in after if k.startswith("decoder."))
+
+    other = tmp_path / "other-vae"
+    train_vae(TINY, other, steps=2, seed=5, **VAE_ARGS)
+    with pytest.raises(ValueError, match="another encoder"):
+        train_vae(TINY, tmp_path / "refused", steps=2, seed=1, frozen_encoder_from=other, denoised_by=model, **VAE_ARGS)
+    with pytest.raises(ValueError, match="decoder stage"):
+        train_vae(TINY, tmp_path / "refused-vae", steps=2, seed=1, denoised_by=model, **VAE_ARGS)
+    parser = build_parser()
+    with pytest.raises(SystemExit, match="decoder stage"):
+        train_command(parser.parse_args(["train", "dit", "--preset", "tiny", "--vae", str(vae_run), "--out",
+                                         str(tmp_path / "d"), "--steps", "1", "--denoised-by", str(model)]))
+    with pytest.raises(SystemExit, match="no model"):
+        train_command(parser.parse_args(["train", "decoder", "--preset", "tiny", "--vae", str(vae_run), "--out",
+                                         str(tmp_path / "d"), "--steps", "1", "--denoised-by", str(tmp_path / "none")]))
 
 
 def test_a_vae_run_starts_with_stills_and_resumes_only_with_its_data_settings(tmp_path):
