@@ -1,8 +1,9 @@
 """Model configuration: frozen dataclasses and named presets.
 
 A preset names a whole model (autoencoder, transformer, text encoder, sampler
-defaults). `tiny` keeps tests fast, `shapes-s10` is the bundled CPU model (`shapes-s`, `shapes-s2` and
-`shapes-s5` the ones before it; `shapes-s3`, `shapes-s4`, `shapes-s6` to `shapes-s9` and `shapes-s11` experiments), and `b`, `l`, `xl` are GPU sizes whose
+defaults). `tiny` keeps tests fast, `shapes-s10` is the bundled CPU model's network and main run, and
+`shapes-s13` its last fine-tunes (`shapes-s`, `shapes-s2` and `shapes-s5` the models before it; `shapes-s3`,
+`shapes-s4`, `shapes-s6` to `shapes-s9`, `shapes-s11` and `shapes-s12` experiments), and `b`, `l`, `xl` are GPU sizes whose
 parameter counts are stated beside them.
 """
 
@@ -217,7 +218,8 @@ _SHAPES_S11 = replace(
     dit=replace(_SHAPES_S5.dit, latent_channels=16),
 )
 
-# Experiments on shapes-s10 (docs/model.md): training timesteps nearer the clean end. With shapes-s5's
+# Training timesteps nearer the clean end (docs/model.md): shapes-s13 fine-tuned the bundled model twice
+# from its shapes-s10 run; shapes-s12 was an experiment. With shapes-s5's
 # sigmoid(N(0.5, 1)) and the shift of 2.68 at 64x64x17, the median training t is 0.82 and 1% of
 # draws fall below t = 0.3, where a sampler draws the object's edges and corners (the last two of 10 Euler
 # steps). Squares come out with rounded corners: the core blob fills 0.75-0.87 of its box, not the 0.88 a
