@@ -608,7 +608,12 @@ def _words_command(pipeline, args) -> int:
     """`reel eval --words`: the loss gap wrong words cost (model/probe.py), on --limit scenes (default 24)."""
     import sys
 
-    from model.probe import probe_scenes, sensitivity_table, word_sensitivity
+    from model.probe import (
+        denoising_loss,
+        probe_scenes,
+        sensitivity_table,
+        word_sensitivity,
+    )
 
     started = time.perf_counter()
 
@@ -619,12 +624,17 @@ def _words_command(pipeline, args) -> int:
     result = word_sensitivity(pipeline, scenes, progress=progress)
     print(file=sys.stderr)
     print(sensitivity_table(result))
-    print(f"loss gap, wrong prompt minus true, and the share of scenes the true prompt wins; {len(scenes)} scenes "
+    print("loss gap, wrong prompt minus true, and the share of scenes the true prompt wins")
+    loss = denoising_loss(pipeline, scenes)
+    print("".join(f"{f't={t}':>10}" for t in loss))
+    print("".join(f"{value:>10.3f}" for value in loss.values()))
+    print(f"velocity loss with the true prompt, per timestep; {len(scenes)} scenes "
           f"in {time.perf_counter() - started:.1f} s (model {args.model})")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "words.json").write_text(json.dumps({"model": str(args.model), "scenes": len(scenes), "gaps": result}, indent=2))
+        (out / "words.json").write_text(json.dumps(
+            {"model": str(args.model), "scenes": len(scenes), "gaps": result, "loss": loss}, indent=2))
         print(f"wrote {out / 'words.json'}")
     return 0
 

@@ -30,6 +30,7 @@ ATTRIBUTES = ("background", "color", "shape", "motion")
 TIMESTEPS = (0.3, 0.6, 0.8, 0.95)  # from mostly picture to mostly noise
 CLIP = (64, 64, 17)  # width, height, frames of the renders the probe scores
 NOISE_DRAWS = 2  # noise samples per scene and timestep
+LOSS_TIMESTEPS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)  # denoising_loss: where edges settle, and where layout does
 
 
 def probe_prompt(scene: Scene) -> str:
@@ -92,6 +93,25 @@ def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
         }
         for attribute in ATTRIBUTES
     }
+
+
+def denoising_loss(pipeline, scenes: list[Scene], timesteps=LOSS_TIMESTEPS) -> dict[str, float]:
+    """Per timestep: the mean velocity loss with the true prompt (the training loss, unweighted), which
+    shows where along the path a change of training moved the transformer."""
+    width, height, frames = CLIP
+    losses = {t: [] for t in timesteps}
+    for n, scene in enumerate(scenes):
+        with torch.inference_mode():
+            latent = pipeline.vae.encode(video_to_tensor(render(scene, width, height, frames))[None].to(pipeline.device))[0]
+            states, mask = pipeline.text.encode([probe_prompt(scene)])
+            for t in timesteps:
+                for draw in range(NOISE_DRAWS):
+                    noise = make_noise(latent.shape, 1000 * n + draw, pipeline.device)
+                    noisy = [(1 - t) * latent + t * noise]
+                    times = torch.full((1,), t, device=pipeline.device)
+                    predicted = to_velocity(pipeline.dit(noisy, times, states, mask), noisy, times, pipeline.config.flow)[0]
+                    losses[t].append(float(((predicted - (noise - latent)) ** 2).mean()))
+    return {str(t): float(np.mean(values)) for t, values in losses.items()}
 
 
 def sensitivity_table(result: dict) -> str:

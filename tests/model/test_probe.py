@@ -7,7 +7,11 @@ import torch
 
 from model import TextToVideo
 from model.data import parse_prompt
-from model.probe import ATTRIBUTES, TIMESTEPS, probe_prompt, probe_scenes, word_sensitivity, wrong_prompts
+from model.data.shapes import render
+from model.flow import make_noise
+from model.probe import (ATTRIBUTES, CLIP, LOSS_TIMESTEPS, NOISE_DRAWS, TIMESTEPS, denoising_loss, probe_prompt,
+                         probe_scenes, word_sensitivity, wrong_prompts)
+from model.train import video_to_tensor
 
 
 def differing_attributes(scene, other):
@@ -51,6 +55,28 @@ def test_a_model_that_ignores_the_text_shows_no_gap_and_one_that_reads_it_does()
     assert word_sensitivity(untrained, scenes) == reading  # paired noise: the same numbers every time
 
 
+def test_denoising_loss_is_the_velocity_loss_per_timestep():
+    untrained = TextToVideo.from_preset("tiny", seed=0)  # zero output layer: it predicts a velocity of 0
+    scenes = probe_scenes(2)
+    loss = denoising_loss(untrained, scenes)
+    assert list(loss) == [str(t) for t in LOSS_TIMESTEPS]
+    # A zero prediction misses the whole target, noise - clean, whatever the timestep.
+    expected = []
+    for n, scene in enumerate(scenes):
+        with torch.no_grad():
+            latent = untrained.vae.encode(video_to_tensor(render(scene, *CLIP))[None])[0]
+        expected += [float(((make_noise(latent.shape, 1000 * n + draw) - latent) ** 2).mean()) for draw in range(NOISE_DRAWS)]
+    assert all(value == pytest.approx(sum(expected) / len(expected), rel=1e-5) for value in loss.values())
+
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in untrained.dit.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.1)
+    predicting = denoising_loss(untrained, scenes)
+    assert len({round(value, 6) for value in predicting.values()}) == len(LOSS_TIMESTEPS)
+    assert denoising_loss(untrained, scenes) == predicting  # the same noise every time
+
+
 def test_reel_eval_words_prints_the_table_and_writes_the_gaps(tmp_path, capsys):
     from app.cli import main
 
@@ -61,6 +87,7 @@ def test_reel_eval_words_prints_the_table_and_writes_the_gaps(tmp_path, capsys):
     report = json.loads((out / "words.json").read_text())
     assert report["scenes"] == 2 and set(report["gaps"]) == set(ATTRIBUTES)
     assert abs(report["gaps"]["motion"]["0.95"]["gap"]) < 1e-6  # the untrained tiny model ignores its text
+    assert list(report["loss"]) == [str(t) for t in LOSS_TIMESTEPS] and "velocity loss with the true prompt" in printed
 
 
 @pytest.mark.parametrize("attribute", ["color", "background"])
