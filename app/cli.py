@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "instead of the held-out set (has the model learned its data, or only not generalised?)")
     evaluate.add_argument("--words", action="store_true",
                           help="no sampling: how much the denoising loss rises when the prompt names an attribute wrongly, "
-                               "per attribute (which words the model heeds); --limit sets the scenes (default 24)")
+                               "per attribute (which words the model heeds), and the loss itself per timestep; "
+                               "--limit sets the scenes (default 24)")
     evaluate.set_defaults(handler=_eval)
     return parser
 
