@@ -55,14 +55,34 @@ def probe_scenes(count: int, seed: int = 0) -> list[Scene]:
     return [sample_scene(rng_for(seed, 11, i), two_objects_prob=0.0) for i in range(count)]
 
 
+def scene_latent(pipeline, scene: Scene) -> torch.Tensor:
+    """The autoencoder's latent of the scene's true render at the probe's size."""
+    # -> (C, t, h, w)
+    return pipeline.vae.encode(video_to_tensor(render(scene, *CLIP))[None].to(pipeline.device))[0]
+
+
+def velocity_losses(pipeline, latent: torch.Tensor, states, mask, t: float, scene_index: int) -> torch.Tensor:
+    """The training loss (model/flow.py) per prompt, at timestep t, averaged over the scene's noise draws:
+    every prompt is one row of a single forward pass over the same noisy latent."""
+    # states: (rows, tokens, width) -> (rows,)
+    rows = states.shape[0]
+    losses = torch.zeros(rows)
+    for draw in range(NOISE_DRAWS):
+        noise = make_noise(latent.shape, 1000 * scene_index + draw, pipeline.device)
+        noisy = [(1 - t) * latent + t * noise] * rows
+        times = torch.full((rows,), t, device=pipeline.device)
+        predicted = to_velocity(pipeline.dit(noisy, times, states, mask), noisy, times, pipeline.config.flow)
+        losses += torch.stack([((v - (noise - latent)) ** 2).mean() for v in predicted]).cpu()
+    return losses / NOISE_DRAWS
+
+
 def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
     """Per attribute and timestep: the mean loss gap (wrong prompts minus the true one) and the share
     of scenes where the true prompt has the lower loss."""
-    width, height, frames = CLIP
     gaps = {(a, t): [] for a in ATTRIBUTES for t in TIMESTEPS}
     for n, scene in enumerate(scenes):
         with torch.inference_mode():
-            latent = pipeline.vae.encode(video_to_tensor(render(scene, width, height, frames))[None].to(pipeline.device))[0]
+            latent = scene_latent(pipeline, scene)
             prompts = [probe_prompt(scene)]
             spans = {}
             for attribute in ATTRIBUTES:
@@ -70,18 +90,8 @@ def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
                 spans[attribute] = slice(len(prompts), len(prompts) + len(wrong))
                 prompts += wrong
             states, mask = pipeline.text.encode(prompts)
-            rows = len(prompts)
             for t in TIMESTEPS:
-                losses = torch.zeros(rows)
-                for draw in range(NOISE_DRAWS):
-                    noise = make_noise(latent.shape, 1000 * n + draw, pipeline.device)
-                    # The training loss (model/flow.py), per prompt: every prompt is one row of a
-                    # single forward pass over the same noisy latent.
-                    noisy = [(1 - t) * latent + t * noise] * rows
-                    times = torch.full((rows,), t, device=pipeline.device)
-                    predicted = to_velocity(pipeline.dit(noisy, times, states, mask), noisy, times, pipeline.config.flow)
-                    losses += torch.stack([((v - (noise - latent)) ** 2).mean() for v in predicted]).cpu()
-                losses /= NOISE_DRAWS
+                losses = velocity_losses(pipeline, latent, states, mask, t, n)
                 for attribute in ATTRIBUTES:
                     gaps[(attribute, t)].append(float(losses[spans[attribute]].mean() - losses[0]))
         if progress is not None:
@@ -98,19 +108,13 @@ def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
 def denoising_loss(pipeline, scenes: list[Scene], timesteps=LOSS_TIMESTEPS) -> dict[str, float]:
     """Per timestep: the mean velocity loss with the true prompt (the training loss, unweighted), which
     shows where along the path a change of training moved the transformer."""
-    width, height, frames = CLIP
     losses = {t: [] for t in timesteps}
     for n, scene in enumerate(scenes):
         with torch.inference_mode():
-            latent = pipeline.vae.encode(video_to_tensor(render(scene, width, height, frames))[None].to(pipeline.device))[0]
+            latent = scene_latent(pipeline, scene)
             states, mask = pipeline.text.encode([probe_prompt(scene)])
             for t in timesteps:
-                for draw in range(NOISE_DRAWS):
-                    noise = make_noise(latent.shape, 1000 * n + draw, pipeline.device)
-                    noisy = [(1 - t) * latent + t * noise]
-                    times = torch.full((1,), t, device=pipeline.device)
-                    predicted = to_velocity(pipeline.dit(noisy, times, states, mask), noisy, times, pipeline.config.flow)[0]
-                    losses[t].append(float(((predicted - (noise - latent)) ** 2).mean()))
+                losses[t].append(float(velocity_losses(pipeline, latent, states, mask, t, n)[0]))
     return {str(t): float(np.mean(values)) for t, values in losses.items()}
 
 
