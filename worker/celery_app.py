@@ -210,15 +210,29 @@ def consumes(queue: str) -> bool:
     return queue in celery_app.amqp.queues.consume_from if celery_app.amqp.queues.consume_from else True
 
 
+# Celery's signals are process-wide: a worker of another app started in this process (a test's, say)
+# sends them too, and must not load the model or start this app's heartbeat. worker_init names the
+# worker (and so its app) before its pool starts; a prefork child inherits the answer.
+_serving = False
+
+
+@signals.worker_init.connect
+def _note_worker(sender=None, **_):
+    global _serving
+    _serving = getattr(sender, "app", None) is celery_app
+
+
 @signals.worker_process_init.connect
 def _load_model(**_):
     # The process that runs the tasks: the prefork child, or the solo worker itself.
-    if consumes(GENERATE_QUEUE):
+    if _serving and consumes(GENERATE_QUEUE):
         runtime().ensure_ready()
 
 
 @signals.worker_ready.connect
 def _ready(sender=None, **_):
+    if not _serving:
+        return
     pool = getattr(sender, "pool", None)
     if consumes(GENERATE_QUEUE) and pool is not None and "prefork" not in type(pool).__module__:
         # The threads pool has no worker_process_init; its threads share this process's model.
