@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--relearn-latents", action="store_true",
                        help="with --init-from: the model learned another autoencoder's latents; start from its "
                             "transformer anyway, the layers that read and write latents afresh")
+    train.add_argument("--grow-depth", action="store_true",
+                       help="with --init-from: the preset's transformer has more blocks than the model's; its "
+                            "blocks are spread among them and the new ones start as the identity")
     train.add_argument("--denoised-by", default=None,
                        help="decoder stage: learn to draw this model's transformer's estimates of the clean latent "
                             "(what its sampler's last step hands the decoder); its encoder must be --vae's")

@@ -269,6 +269,17 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
 
+    # Growing a trained network deeper while it computes the same function (Net2Net's
+    # function-preserving growth, Chen et al., 2016). A block whose three output projections are
+    # zero adds nothing to the residual stream; the shared adaLN-single modulation of a trained
+    # network gates every block, so zero gates, as in initialize_weights, would not do it.
+    def make_identity_blocks(self, indices) -> None:
+        for index in indices:
+            block = self.blocks[index]
+            for linear in (block.attn.proj, block.cross_attn.proj, block.mlp.fc2):
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
+
     def grid(self, latent_shape) -> tuple[int, int, int]:
         return token_grid(latent_shape, self.patch_size)
 

@@ -589,6 +589,7 @@ def train_dit(
     stop_after: int | None = None,
     init_from: str | Path | None = None,
     relearn_latents: bool = False,
+    grow_depth: bool = False,
     log=print,
 ):
     """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end.
@@ -598,6 +599,8 @@ def train_dit(
     folder of videos, or going on from shipped weights when the run's own checkpoints are gone.
     With `relearn_latents` too, that model may have learned another autoencoder's latents: the
     layers that read and write latents start afresh, the rest (text, timestep, blocks) carries over.
+    With `grow_depth` the preset's transformer may be deeper than that model's: its blocks are spread
+    over the deeper network and the new ones start as the identity, so the run starts from the same function.
     """
     from model.dit import DiT
     from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps, to_velocity
@@ -635,10 +638,13 @@ def train_dit(
         log(f"resuming from {checkpoint} at step {start}"
             + ("" if init_from is None else " (its own weights: --init-from applies only to a new run)"))
     elif init_from is not None:
-        weights = starting_weights(init_from, config, data_settings["encoder"], relearn_latents)
+        weights = starting_weights(init_from, config, data_settings["encoder"], relearn_latents, grow_depth)
         dit.load_state_dict({**dit.state_dict(), **weights})
+        new_blocks = [i for i in range(config.dit.depth) if f"blocks.{i}.modulation" not in weights]
+        dit.make_identity_blocks(new_blocks)
         ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
-        log(f"starting from the transformer of {init_from}" + (" (its latent layers afresh)" if relearn_latents else ""))
+        log(f"starting from the transformer of {init_from}" + (" (its latent layers afresh)" if relearn_latents else "")
+            + (f" (new blocks {new_blocks} starting as the identity)" if new_blocks else ""))
     truncate_log(out, start)
 
     def checkpoint_now(step):
@@ -704,12 +710,15 @@ def train_dit(
 LATENT_LAYERS = ("x_embedder.", "final_layer.")
 
 
-def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, relearn_latents: bool = False) -> dict:
+def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, relearn_latents: bool = False,
+                     grow_depth: bool = False) -> dict:
     """The transformer weights of an exported model, if a run of `config` on the latents of the
     autoencoder whose encoder_fingerprint is `encoder` may start from them.
 
     With `relearn_latents` the model may come from another autoencoder, even one with other latent
     channels: only the weights outside LATENT_LAYERS are returned, for the run to start the rest afresh.
+    With `grow_depth` the model may have fewer blocks than `config`: they are returned under the names
+    of the places spread_blocks gives them, and the blocks between are left for the run to make.
     """
     model_dir = Path(model_dir)
     missing = [f for f in ("config.json", "dit.safetensors", "vae.safetensors") if not (model_dir / f).is_file()]
@@ -719,10 +728,17 @@ def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, r
     model_dit = model_config.dit
     if relearn_latents:
         model_dit = dataclasses.replace(model_dit, latent_channels=config.dit.latent_channels)
+    if grow_depth:
+        if model_dit.depth > config.dit.depth:
+            raise ValueError(f"the transformer in {model_dir} has {model_dit.depth} blocks, more than the "
+                             f"{config.dit.depth} of preset {config.name!r} (--grow-depth only adds blocks)")
+        model_dit = dataclasses.replace(model_dit, depth=config.dit.depth)
     if model_dit != config.dit or model_config.flow.prediction != config.flow.prediction:
         raise ValueError(f"the transformer in {model_dir} is not the one preset {config.name!r} builds "
-                         f"(the network and what it predicts must match)")
+                         f"(the network and what it predicts must match; --grow-depth allows more blocks)")
     weights = load_file(str(model_dir / "dit.safetensors"))
+    if grow_depth:
+        weights = spread_blocks(weights, model_config.dit.depth, config.dit.depth)
     if relearn_latents:
         return {name: value for name, value in weights.items() if not name.startswith(LATENT_LAYERS)}
     # Its weights mean something only on the latents it learned: the same encoder and latent statistics.
@@ -730,6 +746,23 @@ def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, r
         raise ValueError(f"the transformer in {model_dir} learned the latents of another autoencoder than --vae's "
                          "(--relearn-latents starts from it anyway, its latent layers afresh)")
     return weights
+
+
+def spread_blocks(weights: dict, depth: int, new_depth: int) -> dict:
+    """A transformer's weights with block i renamed to its place among new_depth blocks.
+
+    The new blocks are spread evenly between the old ones (8 into 12: one after every second
+    block), so that no stretch of the network changes more than another, the last one included.
+    """
+    extra = new_depth - depth
+    place = {i: i + i * extra // depth for i in range(depth)}
+    spread = {}
+    for name, value in weights.items():
+        if name.startswith("blocks."):
+            _, index, rest = name.split(".", 2)
+            name = f"blocks.{place[int(index)]}.{rest}"
+        spread[name] = value
+    return spread
 
 
 def export_model(path: Path, config: ModelConfig, vae: CausalVAE, dit_state: dict) -> None:
@@ -830,8 +863,9 @@ def train_command(args) -> int:
         raise SystemExit(f"--denoised-by: no model {args.denoised_by!r} (a model directory, or a name under weights/)")
     if args.denoised_by and args.stage != "decoder":
         raise SystemExit("--denoised-by is for the decoder stage")
-    if args.relearn_latents and not args.init_from:
-        raise SystemExit("--relearn-latents goes with --init-from (the model whose transformer the run starts from)")
+    for flag, given in (("--relearn-latents", args.relearn_latents), ("--grow-depth", args.grow_depth)):
+        if given and not args.init_from:
+            raise SystemExit(f"{flag} goes with --init-from (the model whose transformer the run starts from)")
     if args.steps is None or args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     if args.stop_after is not None and args.stop_after < 1:
@@ -864,7 +898,7 @@ def train_command(args) -> int:
         else:
             pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
             train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from,
-                      relearn_latents=args.relearn_latents, **pool, **common)
+                      relearn_latents=args.relearn_latents, grow_depth=args.grow_depth, **pool, **common)
     except (ValueError, FileNotFoundError) as error:  # data, a model or a run directory it cannot use
         raise SystemExit(f"reel train {args.stage}: {error}") from None
     plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")

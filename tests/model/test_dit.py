@@ -53,6 +53,21 @@ def test_every_block_is_the_identity_at_init():
     assert all(torch.equal(o, torch.zeros_like(x0)) for o, x0 in zip(out, latents))
 
 
+def test_identity_blocks_of_a_trained_network_add_nothing_whatever_the_shared_modulation():
+    dit = randomize(DiT(preset("tiny").dit), seed=3).eval()  # every weight non-zero, as a trained network's
+    latents, timesteps, text_states, text_mask = tiny_inputs()
+    packing = dit.prepare([x.shape for x in latents], text_mask)
+    D = dit.config.hidden_size
+    x = torch.randn(1, sum(packing.lengths), D)
+    modulation = dit.t_modulation(dit.t_embedder(timesteps)).view(2, 6, D)[packing.sample_ids][None]
+    text = torch.randn(int(text_mask.sum()), D)
+    with torch.no_grad():
+        assert not torch.allclose(dit.blocks[1](x, modulation, text, packing), x, atol=1e-3)
+        dit.make_identity_blocks([1])
+        assert torch.equal(dit.blocks[1](x, modulation, text, packing), x)
+        assert not torch.allclose(dit.blocks[0](x, modulation, text, packing), x, atol=1e-3)  # the others untouched
+
+
 def test_output_depends_on_timestep_text_and_latent():
     torch.manual_seed(0)
     dit = randomize(DiT(preset("tiny").dit), seed=3).eval()

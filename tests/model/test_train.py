@@ -20,6 +20,7 @@ from model.train import (
     learning_rate,
     load_trained_vae,
     plot_loss,
+    spread_blocks,
     torch_generator,
     train_command,
     train_dit,
@@ -541,6 +542,49 @@ def test_a_run_on_another_autoencoder_can_start_from_a_model_relearning_only_its
     with pytest.raises(SystemExit, match="--relearn-latents goes with --init-from"):
         train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(tmp_path / "vae8"),
                                                  "--out", str(tmp_path / "cli"), "--steps", "2", "--relearn-latents"]))
+
+
+def test_blocks_spread_evenly_over_a_deeper_network():
+    names = spread_blocks({f"blocks.{i}.attn.proj.weight": i for i in range(8)} | {"final_layer.linear.weight": -1}, 8, 12)
+    assert names == {f"blocks.{place}.attn.proj.weight": i for i, place in enumerate([0, 1, 3, 4, 6, 7, 9, 10])} | {
+        "final_layer.linear.weight": -1}
+    assert list(spread_blocks({f"blocks.{i}.x": i for i in range(2)}, 2, 4)) == ["blocks.0.x", "blocks.2.x"]
+
+
+def test_a_deeper_run_grows_from_a_model_and_starts_computing_what_it_did(dit_run, vae_run, tmp_path):
+    from model.dit import DiT
+
+    export = dit_run / "export"
+    deeper = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, depth=TINY.dit.depth + 2))
+    with pytest.raises(ValueError, match="--grow-depth allows more blocks"):
+        train_dit(deeper, vae_run, tmp_path / "refused-deeper", steps=2, seed=0, init_from=export, **DIT_ARGS)
+    shallower = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, depth=1))
+    with pytest.raises(ValueError, match="has 2 blocks, more than the 1"):
+        train_dit(shallower, vae_run, tmp_path / "refused-shallower", steps=2, seed=0, init_from=export, grow_depth=True,
+                  **DIT_ARGS)
+    out, messages = tmp_path / "grown", []
+    # So small a learning rate that the weights stay where they started.
+    train_dit(deeper, vae_run, out, steps=4, seed=5, lr=1e-12, init_from=export, grow_depth=True, stop_after=1,
+              **{**DIT_ARGS, "log": messages.append})
+    assert any("new blocks [1, 3] starting as the identity" in m for m in messages)
+    started = load_file(str(export / "dit.safetensors"))
+    grown = load_file(str(latest_checkpoint(out) / "model.safetensors"))
+    assert torch.allclose(grown["blocks.2.mlp.fc2.weight"], started["blocks.1.mlp.fc2.weight"], atol=1e-6)
+    assert torch.all(grown["blocks.3.mlp.fc2.weight"].abs() < 1e-6)
+    assert not torch.any(grown["blocks.3.mlp.fc1.weight"] == 0)  # a fresh block's inside, only its outputs at zero
+    shallow_net, deep_net = DiT(TINY.dit).eval(), DiT(deeper.dit).eval()
+    shallow_net.load_state_dict(started)
+    deep_net.load_state_dict(grown)
+    generator = torch.Generator().manual_seed(0)
+    latents = [torch.randn(TINY.dit.latent_channels, 3, 8, 8, generator=generator)]
+    text_states, text_mask = torch.randn(1, 5, 384, generator=generator), torch.ones(1, 5, dtype=torch.bool)
+    with torch.no_grad():
+        before = shallow_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
+        after = deep_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
+    assert before.abs().mean() > 1e-3 and torch.allclose(before, after, atol=1e-5)
+    with pytest.raises(SystemExit, match="--grow-depth goes with --init-from"):
+        train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(vae_run),
+                                                 "--out", str(tmp_path / "cli"), "--steps", "2", "--grow-depth"]))
 
 
 def test_both_stages_train_on_a_folder_of_videos_and_fine_tune_the_shipped_way(vae_run, dit_run, tmp_path):
