@@ -55,7 +55,7 @@ def test_every_block_is_the_identity_at_init():
 
 def test_identity_blocks_of_a_trained_network_add_nothing_whatever_the_shared_modulation():
     dit = randomize(DiT(preset("tiny").dit), seed=3).eval()  # every weight non-zero, as a trained network's
-    latents, timesteps, text_states, text_mask = tiny_inputs()
+    latents, timesteps, _, text_mask = tiny_inputs()
     packing = dit.prepare([x.shape for x in latents], text_mask)
     D = dit.config.hidden_size
     x = torch.randn(1, sum(packing.lengths), D)
