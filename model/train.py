@@ -640,8 +640,11 @@ def train_dit(
     elif init_from is not None:
         weights = starting_weights(init_from, config, data_settings["encoder"], relearn_latents, grow_depth)
         dit.load_state_dict({**dit.state_dict(), **weights})
-        new_blocks = [i for i in range(config.dit.depth) if f"blocks.{i}.modulation" not in weights]
-        dit.make_identity_blocks(new_blocks)
+        new_blocks = []
+        if grow_depth:
+            kept = {int(name.split(".")[1]) for name in weights if name.startswith("blocks.")}
+            new_blocks = sorted(set(range(config.dit.depth)) - kept)
+            dit.make_identity_blocks(new_blocks)
         ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
         log(f"starting from the transformer of {init_from}" + (" (its latent layers afresh)" if relearn_latents else "")
             + (f" (new blocks {new_blocks} starting as the identity)" if new_blocks else ""))
@@ -734,8 +737,11 @@ def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, r
                              f"{config.dit.depth} of preset {config.name!r} (--grow-depth only adds blocks)")
         model_dit = dataclasses.replace(model_dit, depth=config.dit.depth)
     if model_dit != config.dit or model_config.flow.prediction != config.flow.prediction:
+        only_shallower = (model_dit.depth < config.dit.depth
+                          and dataclasses.replace(model_dit, depth=config.dit.depth) == config.dit)
         raise ValueError(f"the transformer in {model_dir} is not the one preset {config.name!r} builds "
-                         f"(the network and what it predicts must match; --grow-depth allows more blocks)")
+                         "(the network and what it predicts must match"
+                         + ("; --grow-depth starts a deeper one from it)" if only_shallower else ")"))
     weights = load_file(str(model_dir / "dit.safetensors"))
     if grow_depth:
         weights = spread_blocks(weights, model_config.dit.depth, config.dit.depth)

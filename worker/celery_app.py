@@ -211,27 +211,31 @@ def consumes(queue: str) -> bool:
 
 
 # Celery's signals are process-wide: a worker of another app started in this process (a test's, say)
-# sends them too, and must not load the model or start this app's heartbeat. worker_init names the
-# worker (and so its app) before its pool starts; a prefork child inherits the answer.
-_serving = False
+# sends them too, and must not load the model, start this app's heartbeat or stop its jobs.
+# worker_init names the worker (and so its app) before its pool starts. The answer is kept in the
+# environment, which prefork children inherit whether they are forked or spawned.
+SERVING_VARIABLE = "REEL_WORKER_SERVES_THIS_APP"
 
 
 @signals.worker_init.connect
 def _note_worker(sender=None, **_):
-    global _serving
-    _serving = getattr(sender, "app", None) is celery_app
+    os.environ[SERVING_VARIABLE] = "1" if getattr(sender, "app", None) is celery_app else "0"
+
+
+def serving() -> bool:
+    return os.environ.get(SERVING_VARIABLE) == "1"
 
 
 @signals.worker_process_init.connect
 def _load_model(**_):
     # The process that runs the tasks: the prefork child, or the solo worker itself.
-    if _serving and consumes(GENERATE_QUEUE):
+    if serving() and consumes(GENERATE_QUEUE):
         runtime().ensure_ready()
 
 
 @signals.worker_ready.connect
 def _ready(sender=None, **_):
-    if not _serving:
+    if not serving():
         return
     pool = getattr(sender, "pool", None)
     if consumes(GENERATE_QUEUE) and pool is not None and "prefork" not in type(pool).__module__:
@@ -248,12 +252,12 @@ def _ready(sender=None, **_):
 @signals.worker_shutting_down.connect
 def _shutting_down(**_):
     # Read by the running job at its next step: it stops and goes back to the queue.
-    if _runtime is not None:
+    if serving() and _runtime is not None:
         _runtime.stopping.set()
 
 
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _shutdown(**_):
-    if _runtime is not None:
+    if serving() and _runtime is not None:
         _runtime.stop()

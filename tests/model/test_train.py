@@ -556,11 +556,16 @@ def test_a_deeper_run_grows_from_a_model_and_starts_computing_what_it_did(dit_ru
 
     export = dit_run / "export"
     deeper = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, depth=TINY.dit.depth + 2))
-    with pytest.raises(ValueError, match="--grow-depth allows more blocks"):
+    with pytest.raises(ValueError, match="not the one preset.*--grow-depth starts a deeper one"):
         train_dit(deeper, vae_run, tmp_path / "refused-deeper", steps=2, seed=0, init_from=export, **DIT_ARGS)
     shallower = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, depth=1))
     with pytest.raises(ValueError, match="has 2 blocks, more than the 1"):
         train_dit(shallower, vae_run, tmp_path / "refused-shallower", steps=2, seed=0, init_from=export, grow_depth=True,
+                  **DIT_ARGS)
+    # Only depth may differ: a wider network is refused, and not told that growing would do.
+    wider = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, hidden_size=96, depth=3))
+    with pytest.raises(ValueError, match=r"is not the one preset 'tiny' builds \(the network and what it predicts must match\)$"):
+        train_dit(wider, vae_run, tmp_path / "refused-wider", steps=2, seed=0, init_from=export, grow_depth=True,
                   **DIT_ARGS)
     out, messages = tmp_path / "grown", []
     # So small a learning rate that the weights stay where they started.
