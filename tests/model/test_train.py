@@ -539,6 +539,14 @@ def test_a_run_on_another_autoencoder_can_start_from_a_model_relearning_only_its
     with pytest.raises(ValueError, match="not the one preset"):
         train_dit(deeper, tmp_path / "vae8", tmp_path / "deeper", steps=2, seed=0, init_from=export,
                   relearn_latents=True, **DIT_ARGS)
+    # Unless told to grow too: then the latent layers start afresh, and the 2 blocks are followed by a new one.
+    train_dit(deeper, tmp_path / "vae8", tmp_path / "deeper-grown", steps=2, seed=5, lr=1e-12, init_from=export,
+              relearn_latents=True, grow_depth=True, stop_after=1, **DIT_ARGS)
+    grown = load_file(str(latest_checkpoint(tmp_path / "deeper-grown") / "model.safetensors"))
+    assert torch.all(grown["final_layer.linear.weight"].abs() < 1e-6)
+    assert torch.allclose(grown["blocks.1.attn.qkv.weight"], started["blocks.1.attn.qkv.weight"], atol=1e-6)
+    assert torch.all(grown["blocks.2.attn.proj.weight"].abs() < 1e-6)
+    assert not torch.any(started["blocks.1.attn.proj.weight"] == 0)
     with pytest.raises(SystemExit, match="--relearn-latents goes with --init-from"):
         train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(tmp_path / "vae8"),
                                                  "--out", str(tmp_path / "cli"), "--steps", "2", "--relearn-latents"]))
