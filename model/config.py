@@ -60,6 +60,7 @@ class DiTConfig:
     rope_split: tuple[int, int, int] = (2, 3, 3)  # share of each head's rotary pairs given to (t, h, w), in eighths
     pooled_text: bool = False  # also add the mean of the text tokens to the timestep embedding (SD3)
     fractional_positions: bool = False  # add each token's place as a fraction of its clip (NaViT) to its embedding
+    output_conv_channels: int = 0  # >0: a 3x3 convolution across token borders corrects the output (U-ViT), from this many features per latent cell
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,11 @@ _SHAPES_S15 = replace(_SHAPES_S13, name="shapes-s15", flow=replace(_SHAPES_S13.f
 # as much again in the transformer.
 _SHAPES_S16 = replace(_SHAPES_S13, name="shapes-s16", dit=replace(_SHAPES_S13.dit, depth=12))
 
+# An experiment on shapes-s13 (docs/model.md): an output convolution, started at zero on the bundled
+# model's weights. Each token writes its 4x4 latent cells alone, from its own state; the sides of a
+# square cross token borders at any place, and the square comes out pinched or rounded there.
+_SHAPES_S17 = replace(_SHAPES_S13, name="shapes-s17", dit=replace(_SHAPES_S13.dit, output_conv_channels=16))
+
 # GPU sizes: l and xl are b with a wider, deeper transformer and larger canvases. They share one
 # autoencoder: 8x in space and 4x in time, twice the blocks of the CPU ones, no cheaper spatial-only
 # stage (VAE 146.2M). Parameter counts of the transformers are stated in
@@ -274,7 +280,7 @@ _XL = replace(
 
 PRESETS: dict[str, ModelConfig] = {
     config.name: config
-    for config in (_TINY, _SHAPES_S, _SHAPES_S2, _SHAPES_S3, _SHAPES_S4, _SHAPES_S5, _SHAPES_S6, _SHAPES_S7, _SHAPES_S8, _SHAPES_S9, _SHAPES_S10, _SHAPES_S11, _SHAPES_S12, _SHAPES_S13, _SHAPES_S14, _SHAPES_S15, _SHAPES_S16, _B, _L, _XL)
+    for config in (_TINY, _SHAPES_S, _SHAPES_S2, _SHAPES_S3, _SHAPES_S4, _SHAPES_S5, _SHAPES_S6, _SHAPES_S7, _SHAPES_S8, _SHAPES_S9, _SHAPES_S10, _SHAPES_S11, _SHAPES_S12, _SHAPES_S13, _SHAPES_S14, _SHAPES_S15, _SHAPES_S16, _SHAPES_S17, _B, _L, _XL)
 }
 
 

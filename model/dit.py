@@ -204,10 +204,32 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         self.linear = nn.Linear(hidden_size, patch_dim)
 
-    def forward(self, x, c):
-        # x: (S, L, D); c: (S, 1 or L, D) timestep embedding per sequence or per token -> (S, L, patch_dim)
+    def features(self, x, c):
+        # x: (S, L, D); c: (S, 1 or L, D) timestep embedding per sequence or per token -> (S, L, D)
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        return modulate(self.norm(x), shift, scale)
+
+    def forward(self, x, c):
+        # x: (S, L, D); c: (S, 1 or L, D) -> (S, L, patch_dim)
+        return self.linear(self.features(x, c))
+
+
+# U-ViT (Bao et al., 2023, "All are Worth Words") ends in a 3x3 convolution after the token-wise
+# output layer. Here it is a correction added to that layer's output: every token spreads features
+# over its latent cells, and the convolution reads them across token borders, which the output
+# layer cannot (a token writes its cells from its own state alone).
+class OutputConvolution(nn.Module):
+    def __init__(self, hidden_size: int, patch_size: tuple[int, int, int], channels: int, latent_channels: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.channels = channels
+        self.linear = nn.Linear(hidden_size, channels * math.prod(patch_size))
+        self.conv = nn.Conv2d(channels, latent_channels, kernel_size=3, padding=1)
+
+    def forward(self, x, packing: Packing):
+        # x: (N, D) the final layer's modulated states -> list of B corrections (C, t_i, h_i, w_i)
+        cells = unpack(F.silu(self.linear(x)), packing, self.channels, self.patch_size)  # list of (F, t_i, h_i, w_i)
+        return [self.conv(f.transpose(0, 1)).transpose(0, 1) for f in cells]  # each frame apart: (t_i, F, h, w) -> (C, t_i, h, w)
 
 
 class DiT(nn.Module):
@@ -233,6 +255,10 @@ class DiT(nn.Module):
         self.t_modulation = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
         self.blocks = nn.ModuleList([DiTBlock(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
         self.final_layer = FinalLayer(D, self.patch_dim)
+        self.output_conv = (
+            OutputConvolution(D, self.patch_size, config.output_conv_channels, config.latent_channels)
+            if config.output_conv_channels else None
+        )
         self.rope = Rope3D(D // config.num_heads, tuple(config.rope_split), config.rope_theta)
         self.initialize_weights()
 
@@ -268,6 +294,9 @@ class DiT(nn.Module):
         nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.linear.weight)
         nn.init.zeros_(self.final_layer.linear.bias)
+        if self.output_conv is not None:  # so is the output convolution's correction
+            nn.init.zeros_(self.output_conv.conv.weight)
+            nn.init.zeros_(self.output_conv.conv.bias)
 
     # Growing a trained network deeper while it computes the same function (Net2Net's
     # function-preserving growth, Chen et al., 2016). A block whose three output projections are
@@ -318,8 +347,11 @@ class DiT(nn.Module):
             modulation, c = modulation[packing.sample_ids][None], c[packing.sample_ids][None]  # (1, N, 6, D), (1, N, D)
         for block in self.blocks:
             x = block(x, modulation, text, packing)  # (S, L, D)
-        x = self.final_layer(x, c).flatten(0, 1)  # (N, patch_dim)
-        return unpack(x, packing, self.config.latent_channels, self.patch_size)
+        x = self.final_layer.features(x, c).flatten(0, 1)  # (N, D)
+        out = unpack(self.final_layer.linear(x), packing, self.config.latent_channels, self.patch_size)
+        if self.output_conv is not None:
+            out = [o + correction for o, correction in zip(out, self.output_conv(x, packing))]
+        return out  # list of B (C, t_i, h_i, w_i)
 
 
 def count_parameters(module: nn.Module) -> int:

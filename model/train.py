@@ -645,9 +645,11 @@ def train_dit(
             kept = {int(name.split(".")[1]) for name in weights if name.startswith("blocks.")}
             new_blocks = sorted(set(range(config.dit.depth)) - kept)
             dit.make_identity_blocks(new_blocks)
+        new_conv = dit.output_conv is not None and not any(name.startswith("output_conv.") for name in weights)
         ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
         log(f"starting from the transformer of {init_from}" + (" (its latent layers afresh)" if relearn_latents else "")
-            + (f" (new blocks {new_blocks} starting as the identity)" if new_blocks else ""))
+            + (f" (new blocks {new_blocks} starting as the identity)" if new_blocks else "")
+            + (" (its output convolution new, starting at zero)" if new_conv else ""))
     truncate_log(out, start)
 
     def checkpoint_now(step):
@@ -710,7 +712,7 @@ def train_dit(
 
 # The patch embedding, which reads latent patches, and the output layer with its modulation, which writes
 # them: what --relearn-latents starts afresh. The rest never sees a latent value.
-LATENT_LAYERS = ("x_embedder.", "final_layer.")
+LATENT_LAYERS = ("x_embedder.", "final_layer.", "output_conv.")
 
 
 def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, relearn_latents: bool = False,
@@ -722,6 +724,8 @@ def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, r
     channels: only the weights outside LATENT_LAYERS are returned, for the run to start the rest afresh.
     With `grow_depth` the model may have fewer blocks than `config`: they are returned under the names
     of the places spread_blocks gives them, and the blocks between are left for the run to make.
+    An output convolution that `config` has and the model lacks is left for the run too: it starts at
+    zero, so the network starts as the model's.
     """
     model_dir = Path(model_dir)
     missing = [f for f in ("config.json", "dit.safetensors", "vae.safetensors") if not (model_dir / f).is_file()]
@@ -736,6 +740,8 @@ def starting_weights(model_dir: str | Path, config: ModelConfig, encoder: str, r
             raise ValueError(f"the transformer in {model_dir} has {model_dit.depth} blocks, more than the "
                              f"{config.dit.depth} of preset {config.name!r} (--grow-depth only adds blocks)")
         model_dit = dataclasses.replace(model_dit, depth=config.dit.depth)
+    if not model_dit.output_conv_channels:
+        model_dit = dataclasses.replace(model_dit, output_conv_channels=config.dit.output_conv_channels)
     if model_dit != config.dit or model_config.flow.prediction != config.flow.prediction:
         only_shallower = (model_dit.depth < config.dit.depth
                           and dataclasses.replace(model_dit, depth=config.dit.depth) == config.dit)

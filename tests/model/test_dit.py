@@ -221,3 +221,32 @@ def test_gelu_without_gradients_is_the_tanh_gelu_and_with_them_keeps_its_gradien
     reference = leaf.detach().clone().requires_grad_()
     torch.nn.functional.gelu(reference, approximate="tanh").sum().backward()
     assert torch.equal(leaf.grad, reference.grad)
+
+
+def test_the_output_convolution_starts_at_zero_and_reads_only_the_neighbours_of_a_token_in_its_frame():
+    tiny = preset("tiny").dit
+    config = dataclasses.replace(tiny, output_conv_channels=4)
+    plain = randomize(DiT(tiny), seed=4).eval()  # as a trained network without one
+    dit = DiT(config).eval()
+    assert set(dit.state_dict()) - set(plain.state_dict()) == {
+        "output_conv.linear.weight", "output_conv.linear.bias", "output_conv.conv.weight", "output_conv.conv.bias"}
+    dit.load_state_dict({**dit.state_dict(), **plain.state_dict()})
+    latents, timesteps, text_states, text_mask = tiny_inputs()
+    with torch.no_grad():
+        before = plain(latents, timesteps, text_states, text_mask)
+        after = dit(latents, timesteps, text_states, text_mask)
+    assert all(b.abs().mean() > 1e-3 and torch.equal(b, a) for b, a in zip(before, after))
+
+    # Trained, one token's state reaches the cells beside its own across the token border, in its
+    # own frame of its own sample only (tiny's tokens are 1x2x2 cells).
+    randomize(dit.output_conv, seed=5)
+    packing = dit.prepare([x.shape for x in latents], text_mask)
+    states = torch.zeros(sum(packing.lengths), config.hidden_size)
+    token = 2 * 4 * 4 + 1 * 4 + 1  # sample 0 (grid 5x4x4): frame 2, token row 1, column 1 -> cells 2..3 x 2..3
+    with torch.no_grad():
+        quiet = dit.output_conv(states, packing)
+        states[token] = torch.randn(config.hidden_size)
+        corrections = dit.output_conv(states, packing)
+    changed = (corrections[0] - quiet[0]).abs().sum(0) > 1e-6  # (t, h, w) cells of sample 0
+    assert changed[2, 1:5, 1:5].all()  # the token's 2x2 cells and the ring of cells around them
+    assert changed.sum() == 16 and torch.equal(corrections[1], quiet[1])

@@ -1,5 +1,7 @@
 """Spacetime patches, NaViT packing and 3D rotary positions."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -137,9 +139,10 @@ def test_rope_splits_pairs_over_axes_and_is_relative():
         assert abs(score(index(*offset), index(0, 0, 0)) - base) > 1e-4
 
 
-def test_packed_forward_equals_separate_forward_passes():
+@pytest.mark.parametrize("output_conv_channels", [0, 4])
+def test_packed_forward_equals_separate_forward_passes(output_conv_channels):
     torch.manual_seed(0)
-    config = preset("tiny").dit
+    config = dataclasses.replace(preset("tiny").dit, output_conv_channels=output_conv_channels)
     dit = randomize(DiT(config), seed=1).eval()
     C = config.latent_channels
     # Two samples of one length side by side (one block of the mask) among others.

@@ -636,3 +636,30 @@ def test_both_stages_train_on_a_folder_of_videos_and_fine_tune_the_shipped_way(v
                                           "--out", str(tmp_path / f"no-captions-{stage}"), "--steps", "2"])
         with pytest.raises(SystemExit, match=f"reel train {stage}: .*captions.jsonl is missing"):
             train_command(args)
+
+
+def test_a_run_with_an_output_convolution_starts_from_a_model_without_one_computing_what_it_did(dit_run, vae_run, tmp_path):
+    from model.dit import DiT
+
+    export = dit_run / "export"
+    with_conv = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, output_conv_channels=4))
+    out, messages = tmp_path / "conv", []
+    train_dit(with_conv, vae_run, out, steps=4, seed=5, lr=1e-12, init_from=export, stop_after=1,
+              **{**DIT_ARGS, "log": messages.append})
+    assert any("its output convolution new, starting at zero" in m for m in messages)
+    started = load_file(str(export / "dit.safetensors"))
+    conv_net, plain_net = DiT(with_conv.dit).eval(), DiT(TINY.dit).eval()
+    conv_net.load_state_dict(load_file(str(latest_checkpoint(out) / "model.safetensors")))
+    plain_net.load_state_dict(started)
+    generator = torch.Generator().manual_seed(0)
+    latents = [torch.randn(TINY.dit.latent_channels, 3, 8, 8, generator=generator)]
+    text_states, text_mask = torch.randn(1, 5, 384, generator=generator), torch.ones(1, 5, dtype=torch.bool)
+    with torch.no_grad():
+        before = plain_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
+        after = conv_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
+    assert before.abs().mean() > 1e-3 and torch.allclose(before, after, atol=1e-5)
+    # The other way, a model's convolution has nowhere to go: refused.
+    conv_export = tmp_path / "conv-export"
+    export_checkpoint(out, vae_run, conv_export)
+    with pytest.raises(ValueError, match="is not the one preset"):
+        train_dit(TINY, vae_run, tmp_path / "refused", steps=2, seed=0, init_from=conv_export, **DIT_ARGS)
