@@ -26,6 +26,7 @@ class VAEConfig:
     spatial_only_stages: int = 1  # the first N stages use (1, 3, 3) kernels in their residual blocks (cheaper)
     latent_penalty: float = 1e-4  # training: weight of the L2 penalty on the raw latent (keeps its scale bounded)
     foreground_weight: float = 0.0  # training: extra loss weight on pixels unlike their frame's border (and next to them)
+    adversarial_weight: float = 0.0  # training, decoder stage: weight of a patch discriminator's loss (model/discriminator.py); 0: none
     decode_chunk_latent_frames: int = 4  # latent frames decoded at once (bounds memory on long clips)
 
     @property
@@ -44,7 +45,7 @@ class VAEConfig:
     def network(self) -> "VAEConfig":
         """This config without the fields that only shape training (its losses): configs with the same
         network load each other's weights, so a decoder stage may train with another loss weighting."""
-        return replace(self, latent_penalty=0.0, foreground_weight=0.0)
+        return replace(self, latent_penalty=0.0, foreground_weight=0.0, adversarial_weight=0.0)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,12 @@ _SHAPES_S16 = replace(_SHAPES_S13, name="shapes-s16", dit=replace(_SHAPES_S13.di
 # square cross token borders at any place, and the square comes out pinched or rounded there.
 _SHAPES_S17 = replace(_SHAPES_S13, name="shapes-s17", dit=replace(_SHAPES_S13.dit, output_conv_channels=16))
 
+# Experiments on the bundled model's decoder (docs/model.md): a patch discriminator's loss beside L1 and
+# squared error (VQGAN's adaptive balance, then this weight), against the soft corners a decoder draws
+# where a latent leaves them uncertain. Decoder stages only; the network is shapes-s13's.
+_SHAPES_S18 = replace(_SHAPES_S13, name="shapes-s18", vae=replace(_SHAPES_S13.vae, adversarial_weight=0.5))
+_SHAPES_S19 = replace(_SHAPES_S13, name="shapes-s19", vae=replace(_SHAPES_S13.vae, adversarial_weight=0.1))
+
 # GPU sizes: l and xl are b with a wider, deeper transformer and larger canvases. They share one
 # autoencoder: 8x in space and 4x in time, twice the blocks of the CPU ones, no cheaper spatial-only
 # stage (VAE 146.2M). Parameter counts of the transformers are stated in
@@ -280,7 +287,7 @@ _XL = replace(
 
 PRESETS: dict[str, ModelConfig] = {
     config.name: config
-    for config in (_TINY, _SHAPES_S, _SHAPES_S2, _SHAPES_S3, _SHAPES_S4, _SHAPES_S5, _SHAPES_S6, _SHAPES_S7, _SHAPES_S8, _SHAPES_S9, _SHAPES_S10, _SHAPES_S11, _SHAPES_S12, _SHAPES_S13, _SHAPES_S14, _SHAPES_S15, _SHAPES_S16, _SHAPES_S17, _B, _L, _XL)
+    for config in (_TINY, _SHAPES_S, _SHAPES_S2, _SHAPES_S3, _SHAPES_S4, _SHAPES_S5, _SHAPES_S6, _SHAPES_S7, _SHAPES_S8, _SHAPES_S9, _SHAPES_S10, _SHAPES_S11, _SHAPES_S12, _SHAPES_S13, _SHAPES_S14, _SHAPES_S15, _SHAPES_S16, _SHAPES_S17, _SHAPES_S18, _SHAPES_S19, _B, _L, _XL)
 }
 
 

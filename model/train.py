@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, preset
+from model.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from model.evaluate import FAR_FROM_BACKGROUND
 from model.pipeline import checkpoint_dir
 from model.vae import CausalVAE
@@ -163,7 +164,8 @@ def write_json_atomic(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(out: Path, step: int, tensors: dict[str, dict], optimizer, state: dict) -> None:
+def save_checkpoint(out: Path, step: int, tensors: dict[str, dict], optimizer, state: dict,
+                    other_optimizers: dict | None = None) -> None:
     name = f"ckpt-{step:07d}"
     tmp = out / (name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -171,6 +173,8 @@ def save_checkpoint(out: Path, step: int, tensors: dict[str, dict], optimizer, s
     for file_name, state_dict in tensors.items():
         save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(tmp / file_name))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    for file_name, other in (other_optimizers or {}).items():
+        torch.save(other.state_dict(), tmp / file_name)
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
     shutil.rmtree(out / name, ignore_errors=True)
     os.replace(tmp, out / name)
@@ -243,7 +247,7 @@ def foreground_mask(x: torch.Tensor) -> torch.Tensor:
     return F.max_pool3d(far, (1, 3, 3), stride=1, padding=(0, 1, 1))
 
 
-def vae_loss(vae: CausalVAE, x: torch.Tensor, denoise=None) -> tuple[torch.Tensor, dict]:
+def vae_loss(vae: CausalVAE, x: torch.Tensor, denoise=None) -> tuple[torch.Tensor, dict, torch.Tensor]:
     # denoise: None, or a function from raw latents to what the decoder is to draw instead of them
     if denoise is None:
         recon, latent = vae(x)
@@ -259,7 +263,7 @@ def vae_loss(vae: CausalVAE, x: torch.Tensor, denoise=None) -> tuple[torch.Tenso
     mse = ((recon - x).pow(2) * weight).mean()
     penalty = latent.pow(2).mean()
     loss = l1 + mse + vae.config.latent_penalty * penalty
-    return loss, {"l1": l1.item(), "mse": mse.item()}
+    return loss, {"l1": l1.item(), "mse": mse.item()}, recon
 
 
 # A decoder stage may learn to draw what a finished model's transformer hands it. A sampler's last
@@ -389,6 +393,12 @@ def train_vae(
                              "learned other latents")
     trainable = [p for p in vae.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    discriminator = discriminator_optimizer = None
+    if config.vae.adversarial_weight:
+        if stage != "decoder":
+            raise ValueError("adversarial_weight is for the decoder stage (a frozen encoder's latents to draw sharply)")
+        discriminator = PatchDiscriminator(config.vae.in_channels).to(device)
+        discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
     stills_until = int(steps * stills_share) if stage == "vae" else 0
     # Recorded as given, so that a resume compares the numbers it was started with; drawn from normalised.
     data_settings = {"pixel_budget": pixel_budget, "stills_until": stills_until, "frame_weights": list(frame_weights),
@@ -399,6 +409,9 @@ def train_vae(
     if checkpoint is not None:
         vae.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        if discriminator is not None:
+            discriminator.load_state_dict(load_file(str(checkpoint / "discriminator.safetensors")))
+            discriminator_optimizer.load_state_dict(torch.load(checkpoint / "discriminator_optimizer.pt", weights_only=True))
         state = json.loads((checkpoint / "state.json").read_text())
         start = state["step"]
         # Checkpoints written before frame_weights was recorded drew frames with the default.
@@ -408,7 +421,11 @@ def train_vae(
 
     def checkpoint_now(step):
         state = {"step": step, "seed": seed, "stage": stage, **data_settings}
-        save_checkpoint(out, step, {"model.safetensors": vae.state_dict()}, optimizer, state)
+        tensors, others = {"model.safetensors": vae.state_dict()}, {}
+        if discriminator is not None:
+            tensors["discriminator.safetensors"] = discriminator.state_dict()
+            others["discriminator_optimizer.pt"] = discriminator_optimizer
+        save_checkpoint(out, step, tensors, optimizer, state, others)
 
     def estimate_raw(captions, generator, raw):
         # raw latents -> the transformer's estimates of them, raw again (the decoder reads raw latents)
@@ -427,11 +444,27 @@ def train_vae(
         step_lr = learning_rate(step, steps, lr, warmup=min(200, steps // 10 + 1))
         for group in optimizer.param_groups:
             group["lr"] = step_lr
-        loss, parts = vae_loss(vae, x, denoise)
+        loss, parts, recon = vae_loss(vae, x, denoise)
+        if discriminator is not None:
+            discriminator.requires_grad_(False)
+            adversarial = generator_loss(discriminator(recon))
+            weight = adaptive_weight(loss, adversarial, vae.decoder.conv_out.conv.weight)
+            loss = loss + config.vae.adversarial_weight * weight * adversarial
+            parts.update(adversarial=adversarial.item(), adversarial_scale=weight.item())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
+        if discriminator is not None:
+            # The discriminator's turn, on the same clips and the decoder's drawing of them before this step.
+            discriminator.requires_grad_(True)
+            for group in discriminator_optimizer.param_groups:
+                group["lr"] = step_lr
+            d_loss = discriminator_loss(discriminator(x), discriminator(recon.detach()))
+            discriminator_optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            discriminator_optimizer.step()
+            parts["discriminator"] = d_loss.item()
         record = {"step": step, "loss": loss.item(), **parts, "lr": step_lr, "seconds": time.time() - began, "shape": list(x.shape)}
         append_log(out, record)
         if step % 50 == 0:

@@ -110,6 +110,31 @@ def test_a_decoder_stage_may_weight_its_loss_otherwise_but_not_change_the_networ
         train_vae(wider, tmp_path / "wider", steps=2, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
 
 
+def test_a_decoder_stage_with_a_discriminator_trains_both_and_resumes_exactly(vae_run, tmp_path):
+    adversarial = dataclasses.replace(TINY, vae=dataclasses.replace(TINY.vae, adversarial_weight=0.5))
+    with pytest.raises(ValueError, match="adversarial_weight is for the decoder stage"):
+        train_vae(adversarial, tmp_path / "refused", steps=2, seed=1, **VAE_ARGS)
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train_vae(adversarial, whole, steps=4, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+    train_vae(adversarial, resumed, steps=4, seed=1, frozen_encoder_from=vae_run, stop_after=2, **VAE_ARGS)
+    assert (latest_checkpoint(resumed) / "discriminator.safetensors").is_file()
+    train_vae(adversarial, resumed, steps=4, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+    a, b = load_file(str(whole / "vae.safetensors")), load_file(str(resumed / "vae.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    da = load_file(str(latest_checkpoint(whole) / "discriminator.safetensors"))
+    db = load_file(str(latest_checkpoint(resumed) / "discriminator.safetensors"))
+    assert all(torch.allclose(da[k], db[k], atol=1e-6) for k in da)
+    records = [json.loads(line) for line in (whole / "log.jsonl").read_text().splitlines()]
+    assert all(r["adversarial_scale"] > 0 and r["discriminator"] > 0 for r in records)
+    # The encoder stays frozen, and the adversarial term changes what the decoder learns.
+    plain = tmp_path / "plain"
+    train_vae(TINY, plain, steps=4, seed=1, frozen_encoder_from=vae_run, **VAE_ARGS)
+    p = load_file(str(plain / "vae.safetensors"))
+    before = load_file(str(vae_run / "vae.safetensors"))
+    assert all(torch.equal(before[k], a[k]) for k in before if not k.startswith("decoder."))
+    assert any(not torch.allclose(p[k], a[k], atol=1e-6) for k in p if k.startswith("decoder."))
+
+
 def test_a_decoder_stage_can_learn_to_draw_a_transformers_estimates(vae_run, dit_run, tmp_path):
     from model.pipeline import TextToVideo
 
@@ -276,7 +301,7 @@ def test_foreground_weight_raises_the_loss_on_object_pixels():
     weighted = CausalVAE(dataclasses.replace(TINY.vae, foreground_weight=4.0)).eval()
     weighted.load_state_dict(plain.state_dict())
     with torch.no_grad():
-        (plain_loss, _), (weighted_loss, _) = vae_loss(plain, x), vae_loss(weighted, x)
+        (plain_loss, _, _), (weighted_loss, _, _) = vae_loss(plain, x), vae_loss(weighted, x)
     assert weighted_loss > plain_loss * 1.05
 
 
