@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--grow-depth", action="store_true",
                        help="with --init-from: the preset's transformer has more blocks than the model's; its "
                             "blocks are spread among them and the new ones start as the identity")
+    train.add_argument("--train-only", default=None,
+                       help="dit stage: only the parameters whose names start with these prefixes (separated by "
+                            "commas, e.g. output_conv.) learn; the rest stay as they start")
     train.add_argument("--denoised-by", default=None,
                        help="decoder stage: learn to draw this model's transformer's estimates of the clean latent "
                             "(what its sampler's last step hands the decoder); its encoder must be --vae's")

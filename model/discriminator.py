@@ -6,7 +6,7 @@ square, a shape in motion) the mean is soft: the corner comes out rounded. A
 discriminator that judges small patches of frames as real renders or decoded
 ones rewards the decoder for drawing a definite edge instead (PatchGAN, Isola et
 al., 2017; the autoencoders of VQGAN, Esser et al., 2021, and Stable Diffusion,
-Rombach et al., 2022). Frames are judged one by one; its receptive field is 22
+Rombach et al., 2022). Frames are judged one by one; its receptive field is 18
 pixels, about a medium object at 64x64.
 """
 

@@ -44,7 +44,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig, preset
-from model.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
+from model.discriminator import (
+    PatchDiscriminator,
+    adaptive_weight,
+    discriminator_loss,
+    generator_loss,
+)
 from model.evaluate import FAR_FROM_BACKGROUND
 from model.pipeline import checkpoint_dir
 from model.vae import CausalVAE
@@ -623,6 +628,7 @@ def train_dit(
     init_from: str | Path | None = None,
     relearn_latents: bool = False,
     grow_depth: bool = False,
+    train_only: tuple[str, ...] = (),
     log=print,
 ):
     """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end.
@@ -634,6 +640,8 @@ def train_dit(
     layers that read and write latents start afresh, the rest (text, timestep, blocks) carries over.
     With `grow_depth` the preset's transformer may be deeper than that model's: its blocks are spread
     over the deeper network and the new ones start as the identity, so the run starts from the same function.
+    With `train_only` (prefixes of parameter names, e.g. "output_conv.") only those parameters learn and
+    the rest stay as they started: a new layer learns to work with the network as it is.
     """
     from model.dit import DiT
     from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps, to_velocity
@@ -653,21 +661,31 @@ def train_dit(
     torch.manual_seed(seed)
     dit = DiT(config.dit).to(device)
     ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
-    optimizer = torch.optim.AdamW(dit.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    # The latents come from this encoder: a run records it with the settings its data stream depends on.
-    data_settings = {"pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae)}
+    if train_only:
+        names = [name for name, _ in dit.named_parameters()]
+        unknown = [prefix for prefix in train_only if not any(name.startswith(prefix) for name in names)]
+        if unknown:
+            raise ValueError(f"train_only: preset {config.name!r} has no parameters named {', '.join(unknown)}*")
+        for name, parameter in dit.named_parameters():
+            parameter.requires_grad_(name.startswith(tuple(train_only)))
+    optimizer = torch.optim.AdamW([p for p in dit.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99),
+                                  weight_decay=0.0)
+    # The latents come from this encoder: a run records it with the settings its data stream depends on
+    # (and what learns, which a resume must keep).
+    data_settings = {"pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae),
+                     "train_only": list(train_only)}
     start, position, started_from = 0, 0, None if init_from is None else display_path(init_from)
     relearn_latents = relearn_latents and init_from is not None
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
+        state = json.loads((checkpoint / "state.json").read_text())
+        refuse_other_settings(out, state, data_settings)
         dit.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
         ema = load_file(str(checkpoint / "ema.safetensors"))
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-        state = json.loads((checkpoint / "state.json").read_text())
         start, position, started_from = state["step"], state["data_position"], state.get("started_from")
         # Checkpoints written before relearn_latents was recorded come from runs that did not relearn.
         relearn_latents = state.get("relearn_latents", False)
-        refuse_other_settings(out, state, data_settings)
         log(f"resuming from {checkpoint} at step {start}"
             + ("" if init_from is None else " (its own weights: --init-from applies only to a new run)"))
     elif init_from is not None:
@@ -911,6 +929,9 @@ def train_command(args) -> int:
     for flag, given in (("--relearn-latents", args.relearn_latents), ("--grow-depth", args.grow_depth)):
         if given and not args.init_from:
             raise SystemExit(f"{flag} goes with --init-from (the model whose transformer the run starts from)")
+    if args.train_only is not None and args.stage != "dit":
+        raise SystemExit("--train-only is for the dit stage")
+    train_only = tuple(prefix for prefix in (args.train_only or "").split(",") if prefix)
     if args.steps is None or args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     if args.stop_after is not None and args.stop_after < 1:
@@ -943,7 +964,8 @@ def train_command(args) -> int:
         else:
             pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
             train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from,
-                      relearn_latents=args.relearn_latents, grow_depth=args.grow_depth, **pool, **common)
+                      relearn_latents=args.relearn_latents, grow_depth=args.grow_depth, train_only=train_only,
+                      **pool, **common)
     except (ValueError, FileNotFoundError) as error:  # data, a model or a run directory it cannot use
         raise SystemExit(f"reel train {args.stage}: {error}") from None
     plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")

@@ -2,7 +2,12 @@
 
 import torch
 
-from model.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
+from model.discriminator import (
+    PatchDiscriminator,
+    adaptive_weight,
+    discriminator_loss,
+    generator_loss,
+)
 
 
 def test_every_frame_gets_a_map_of_patch_logits():

@@ -688,3 +688,36 @@ def test_a_run_with_an_output_convolution_starts_from_a_model_without_one_comput
     export_checkpoint(out, vae_run, conv_export)
     with pytest.raises(ValueError, match="is not the one preset"):
         train_dit(TINY, vae_run, tmp_path / "refused", steps=2, seed=0, init_from=conv_export, **DIT_ARGS)
+
+
+def test_a_run_can_train_only_some_layers_and_resumes_only_so(dit_run, vae_run, tmp_path):
+    export = dit_run / "export"
+    with_conv = dataclasses.replace(TINY, dit=dataclasses.replace(TINY.dit, output_conv_channels=4))
+    with pytest.raises(ValueError, match="has no parameters named outputconv"):
+        train_dit(with_conv, vae_run, tmp_path / "refused", steps=2, seed=0, init_from=export, train_only=("outputconv",),
+                  **DIT_ARGS)
+    out = tmp_path / "conv-only"
+    train_dit(with_conv, vae_run, out, steps=4, seed=5, lr=1e-2, init_from=export, train_only=("output_conv.",),
+              stop_after=2, **DIT_ARGS)
+    with pytest.raises(ValueError, match="was started with train_only=\\['output_conv.'\\]"):
+        train_dit(with_conv, vae_run, out, steps=4, seed=5, lr=1e-2, init_from=export, **DIT_ARGS)
+    train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(vae_run), "--out",
+                                             str(tmp_path / "cli"), "--steps", "1", "--train-only", "final_layer.",
+                                             "--token-budget", "160", "--pool-size", "12"]))
+    train_dit(with_conv, vae_run, out, steps=4, seed=5, lr=1e-2, init_from=export, train_only=("output_conv.",),
+              **DIT_ARGS)
+    started = load_file(str(export / "dit.safetensors"))
+    trained = load_file(str(latest_checkpoint(out) / "model.safetensors"))
+    assert all(torch.equal(started[k], trained[k]) for k in started)
+    assert trained["output_conv.conv.weight"].abs().max() > 1e-3  # it learned, from zero
+    # From the command line, on a new network: the rest stays at its random start (seed 0), the final layer moves.
+    from model.dit import DiT
+
+    torch.manual_seed(0)
+    start = DiT(TINY.dit).state_dict()
+    cli = load_file(str(latest_checkpoint(tmp_path / "cli") / "model.safetensors"))
+    assert all(torch.equal(start[k], cli[k]) for k in start if not k.startswith("final_layer."))
+    assert not torch.equal(start["final_layer.linear.weight"], cli["final_layer.linear.weight"])
+    with pytest.raises(SystemExit, match="--train-only is for the dit stage"):
+        train_command(build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(tmp_path / "v"),
+                                                 "--steps", "1", "--train-only", "decoder."]))
