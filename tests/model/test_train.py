@@ -584,6 +584,17 @@ def test_blocks_spread_evenly_over_a_deeper_network():
     assert list(spread_blocks({f"blocks.{i}.x": i for i in range(2)}, 2, 4)) == ["blocks.0.x", "blocks.2.x"]
 
 
+def assert_same_function(started: torch.nn.Module, grown: torch.nn.Module) -> None:
+    """Two transformers give the same, non-trivial velocity for one input."""
+    generator = torch.Generator().manual_seed(0)
+    latents = [torch.randn(TINY.dit.latent_channels, 3, 8, 8, generator=generator)]
+    text_states, text_mask = torch.randn(1, 5, 384, generator=generator), torch.ones(1, 5, dtype=torch.bool)
+    with torch.no_grad():
+        before = started(latents, torch.tensor([0.4]), text_states, text_mask)[0]
+        after = grown(latents, torch.tensor([0.4]), text_states, text_mask)[0]
+    assert before.abs().mean() > 1e-3 and torch.allclose(before, after, atol=1e-5)
+
+
 def test_a_deeper_run_grows_from_a_model_and_starts_computing_what_it_did(dit_run, vae_run, tmp_path):
     from model.dit import DiT
 
@@ -613,13 +624,7 @@ def test_a_deeper_run_grows_from_a_model_and_starts_computing_what_it_did(dit_ru
     shallow_net, deep_net = DiT(TINY.dit).eval(), DiT(deeper.dit).eval()
     shallow_net.load_state_dict(started)
     deep_net.load_state_dict(grown)
-    generator = torch.Generator().manual_seed(0)
-    latents = [torch.randn(TINY.dit.latent_channels, 3, 8, 8, generator=generator)]
-    text_states, text_mask = torch.randn(1, 5, 384, generator=generator), torch.ones(1, 5, dtype=torch.bool)
-    with torch.no_grad():
-        before = shallow_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
-        after = deep_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
-    assert before.abs().mean() > 1e-3 and torch.allclose(before, after, atol=1e-5)
+    assert_same_function(shallow_net, deep_net)
     with pytest.raises(SystemExit, match="--grow-depth goes with --init-from"):
         train_command(build_parser().parse_args(["train", "dit", "--preset", "tiny", "--vae", str(vae_run),
                                                  "--out", str(tmp_path / "cli"), "--steps", "2", "--grow-depth"]))
@@ -676,13 +681,7 @@ def test_a_run_with_an_output_convolution_starts_from_a_model_without_one_comput
     conv_net, plain_net = DiT(with_conv.dit).eval(), DiT(TINY.dit).eval()
     conv_net.load_state_dict(load_file(str(latest_checkpoint(out) / "model.safetensors")))
     plain_net.load_state_dict(started)
-    generator = torch.Generator().manual_seed(0)
-    latents = [torch.randn(TINY.dit.latent_channels, 3, 8, 8, generator=generator)]
-    text_states, text_mask = torch.randn(1, 5, 384, generator=generator), torch.ones(1, 5, dtype=torch.bool)
-    with torch.no_grad():
-        before = plain_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
-        after = conv_net(latents, torch.tensor([0.4]), text_states, text_mask)[0]
-    assert before.abs().mean() > 1e-3 and torch.allclose(before, after, atol=1e-5)
+    assert_same_function(plain_net, conv_net)
     # The other way, a model's convolution has nowhere to go: refused.
     conv_export = tmp_path / "conv-export"
     export_checkpoint(out, vae_run, conv_export)
