@@ -196,7 +196,8 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN (shift, scale) from the timestep, then a linear map to patch values (DiT)."""
+    """adaLN (shift, scale) from the timestep (`features`), then `linear` to patch values (DiT); the
+    output convolution reads the same modulated states."""
 
     def __init__(self, hidden_size: int, patch_dim: int):
         super().__init__()
@@ -208,10 +209,6 @@ class FinalLayer(nn.Module):
         # x: (S, L, D); c: (S, 1 or L, D) timestep embedding per sequence or per token -> (S, L, D)
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
         return modulate(self.norm(x), shift, scale)
-
-    def forward(self, x, c):
-        # x: (S, L, D); c: (S, 1 or L, D) -> (S, L, patch_dim)
-        return self.linear(self.features(x, c))
 
 
 # U-ViT (Bao et al., 2023, "All are Worth Words") ends in a 3x3 convolution after the token-wise
