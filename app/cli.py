@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-only", default=None,
                        help="dit stage: only the parameters whose names start with these prefixes (separated by "
                             "commas, e.g. output_conv.) learn; the rest stay as they start")
+    train.add_argument("--shape-shares", default=None,
+                       help="dit stage on Shapes: the shares of circles, squares and triangles among the clips "
+                            "(three numbers summing to 1, e.g. 0.25,0.5,0.25; default: even)")
     train.add_argument("--denoised-by", default=None,
                        help="decoder stage: learn to draw this model's transformer's estimates of the clean latent "
                             "(what its sampler's last step hands the decoder); its encoder must be --vae's")

@@ -538,13 +538,14 @@ def latent_tokens_of(config: ModelConfig, latent: torch.Tensor) -> int:
     return (latent.shape[1] // pt) * (latent.shape[2] // ph) * (latent.shape[3] // pw)
 
 
-def pool_clip(config: ModelConfig, seed: int, index: int) -> tuple:
+def pool_clip(config: ModelConfig, seed: int, index: int, shape_shares: tuple[float, ...] | None = None) -> tuple:
     """(scene, (width, height, frames)) of the Shapes clip a transformer run with `seed` trains on at `index`."""
     from model.data.shapes import sample_scene
 
     rng = rng_for(seed, 3, index)
     width, height = config.sizes[int(rng.integers(len(config.sizes)))]
-    return sample_scene(rng_for(seed, 4, index)), (width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))])
+    scene = sample_scene(rng_for(seed, 4, index), shape_shares=shape_shares)
+    return scene, (width, height, FRAME_COUNTS[int(rng.integers(len(FRAME_COUNTS)))])
 
 
 def pool_caption(scene, seed: int, index: int, epoch: int) -> str:
@@ -562,8 +563,10 @@ class LatentPool:
     per epoch, so the same clip is seen with different wordings.
     """
 
-    def __init__(self, vae: CausalVAE, config: ModelConfig, seed: int, size: int, folder: FolderClips | None, device: str):
+    def __init__(self, vae: CausalVAE, config: ModelConfig, seed: int, size: int, folder: FolderClips | None, device: str,
+                 shape_shares: tuple[float, ...] | None = None):
         self.vae, self.config, self.seed, self.size, self.folder, self.device = vae, config, seed, size, folder, device
+        self.shape_shares = shape_shares
         self.latents: dict[int, torch.Tensor] = {}
         self.weights: dict[int, torch.Tensor | None] = {}
         self.scenes: dict[int, object] = {}
@@ -577,7 +580,7 @@ class LatentPool:
         from model.data.shapes import render
 
         if index not in self.latents:
-            scene, (width, height, frames) = pool_clip(self.config, self.seed, index)
+            scene, (width, height, frames) = pool_clip(self.config, self.seed, index, self.shape_shares)
             self.latents[index], self.weights[index] = self.encode(render(scene, width, height, frames))
             self.scenes[index] = scene
         return self.latents[index], self.weights[index], pool_caption(self.scenes[index], self.seed, index, epoch)
@@ -629,6 +632,7 @@ def train_dit(
     relearn_latents: bool = False,
     grow_depth: bool = False,
     train_only: tuple[str, ...] = (),
+    shape_shares: tuple[float, ...] | None = None,
     log=print,
 ):
     """Trains (or continues training) the transformer on latents of the frozen autoencoder; exports at the end.
@@ -642,6 +646,8 @@ def train_dit(
     over the deeper network and the new ones start as the identity, so the run starts from the same function.
     With `train_only` (prefixes of parameter names, e.g. "output_conv.") only those parameters learn and
     the rest stay as they started: a new layer learns to work with the network as it is.
+    With `shape_shares` (circle, square, triangle; Shapes data only) the clips show the shapes in
+    those shares instead of evenly.
     """
     from model.dit import DiT
     from model.flow import flow_matching_loss, sample_timesteps, shift_timesteps, to_velocity
@@ -651,11 +657,17 @@ def train_dit(
     vae, vae_model_config = load_trained_vae(vae_run, device)
     if vae_model_config.vae.network() != config.vae.network():
         raise ValueError(f"the autoencoder in {vae_run} was trained with a different VAEConfig than preset {config.name!r}")
+    if shape_shares is not None:
+        from model.data.shapes import check_shape_shares
+
+        if data != "shapes":
+            raise ValueError("shape_shares is for Shapes data (a folder's videos show what they show)")
+        check_shape_shares(shape_shares)
     prepare_run(out, config, "dit")
     lr = lr or 3e-4
     token_budget = token_budget or 1024
     folder = None if data == "shapes" else FolderClips(data, seed, config)
-    pool = LatentPool(vae, config, seed, pool_size, folder, device)
+    pool = LatentPool(vae, config, seed, pool_size, folder, device, shape_shares)
     text = TextEncoder(config.text, device=device)
 
     torch.manual_seed(seed)
@@ -673,7 +685,7 @@ def train_dit(
     # The latents come from this encoder: a run records it with the settings its data stream depends on
     # (and what learns, which a resume must keep).
     data_settings = {"pool_size": pool_size, "token_budget": token_budget, "encoder": encoder_fingerprint(vae),
-                     "train_only": list(train_only)}
+                     "train_only": list(train_only), "shape_shares": None if shape_shares is None else list(shape_shares)}
     start, position, started_from = 0, 0, None if init_from is None else display_path(init_from)
     relearn_latents = relearn_latents and init_from is not None
     checkpoint = latest_checkpoint(out)
@@ -932,6 +944,14 @@ def train_command(args) -> int:
     if args.train_only is not None and args.stage != "dit":
         raise SystemExit("--train-only is for the dit stage")
     train_only = tuple(prefix for prefix in (args.train_only or "").split(",") if prefix)
+    shape_shares = None
+    if args.shape_shares is not None:
+        if args.stage != "dit" or args.data != "shapes":
+            raise SystemExit("--shape-shares is for the dit stage on Shapes data")
+        try:
+            shape_shares = tuple(float(share) for share in args.shape_shares.split(","))
+        except ValueError:
+            raise SystemExit(f"--shape-shares takes three numbers separated by commas, got {args.shape_shares!r}") from None
     if args.steps is None or args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     if args.stop_after is not None and args.stop_after < 1:
@@ -965,7 +985,7 @@ def train_command(args) -> int:
             pool = {} if args.pool_size is None else {"pool_size": args.pool_size}
             train_dit(config, vae_run, args.out, token_budget=args.token_budget, init_from=init_from,
                       relearn_latents=args.relearn_latents, grow_depth=args.grow_depth, train_only=train_only,
-                      **pool, **common)
+                      shape_shares=shape_shares, **pool, **common)
     except (ValueError, FileNotFoundError) as error:  # data, a model or a run directory it cannot use
         raise SystemExit(f"reel train {args.stage}: {error}") from None
     plot_loss(Path(args.out) / "log.jsonl", Path(args.out) / "loss.png", title=f"{args.stage} {args.preset}")

@@ -274,12 +274,14 @@ def render(scene: Scene, width: int, height: int, frames: int) -> np.ndarray:
 
 
 def _sample_object(rng: np.random.Generator, background: str, exclude_heldout: bool, avoid_color: str | None,
-                   jitter: float) -> ShapeObject:
+                   jitter: float, shape_shares: tuple[float, ...] | None) -> ShapeObject:
     colors = [c for c in COLORS if (c, background) not in FORBIDDEN_ON_BACKGROUND and c != avoid_color]
     while True:
+        color = colors[rng.integers(len(colors))]
+        shape = SHAPES[rng.integers(len(SHAPES)) if shape_shares is None else rng.choice(len(SHAPES), p=shape_shares)]
         obj = ShapeObject(
-            color=colors[rng.integers(len(colors))],
-            shape=SHAPES[rng.integers(len(SHAPES))],
+            color=color,
+            shape=shape,
             size=tuple(SIZES)[rng.integers(len(SIZES))],
             motion=MOTIONS[rng.integers(len(MOTIONS))],
             jitter=float(rng.uniform(-jitter, jitter)),
@@ -292,18 +294,29 @@ def _start_extent(obj: ShapeObject) -> float:
     return SIZES[obj.size] * float(_scale(obj.motion, np.zeros(1))[0])
 
 
-def sample_scene(rng: np.random.Generator, two_objects_prob: float = 0.3, exclude_heldout: bool = True) -> Scene:
+def check_shape_shares(shape_shares: tuple[float, ...]) -> None:
+    if len(shape_shares) != len(SHAPES) or min(shape_shares) < 0 or abs(sum(shape_shares) - 1) > 1e-6:
+        raise ValueError(f"shape_shares must be {len(SHAPES)} shares ({', '.join(SHAPES)}) summing to 1, "
+                         f"got {tuple(shape_shares)}")
+
+
+def sample_scene(rng: np.random.Generator, two_objects_prob: float = 0.3, exclude_heldout: bool = True,
+                 shape_shares: tuple[float, ...] | None = None) -> Scene:
     """A scene drawn uniformly over the world's values, respecting its rules.
 
     Two-object scenes jitter by at most 0.05 (their halves are 0.5 apart) and redraw
-    object pairs too big to sit apart in frame 0 on a square canvas.
+    object pairs too big to sit apart in frame 0 on a square canvas. `shape_shares`
+    (one per SHAPES, summing to 1) draws the shapes unevenly instead: a training set
+    may show a shape that is hard to learn more often.
     """
+    if shape_shares is not None:
+        check_shape_shares(shape_shares)
     background = tuple(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
     if rng.random() >= two_objects_prob:
-        return Scene(background, (_sample_object(rng, background, exclude_heldout, None, 0.1),))
+        return Scene(background, (_sample_object(rng, background, exclude_heldout, None, 0.1, shape_shares),))
     while True:
-        first = _sample_object(rng, background, exclude_heldout, None, 0.05)
-        second = _sample_object(rng, background, exclude_heldout, first.color, 0.05)
+        first = _sample_object(rng, background, exclude_heldout, None, 0.05, shape_shares)
+        second = _sample_object(rng, background, exclude_heldout, first.color, 0.05, shape_shares)
         clearance = 0.5 - abs(first.jitter) - abs(second.jitter) - 0.02
         if (_start_extent(first) + _start_extent(second)) / 2 <= clearance:
             return Scene(background, (first, second))

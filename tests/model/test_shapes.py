@@ -178,6 +178,17 @@ def test_heldout_set_is_about_a_tenth_and_leaves_every_pair_in_training():
     assert any(sample_scene(rng, 0.0, exclude_heldout=False).is_heldout() for _ in range(500))
 
 
+def test_a_scene_can_draw_one_shape_more_often_than_the_others():
+    rng = np.random.default_rng(3)
+    only_squares = [obj.shape for _ in range(100) for obj in sample_scene(rng, 0.5, shape_shares=(0, 1, 0)).objects]
+    assert set(only_squares) == {"square"}
+    shapes = [sample_scene(rng, 0.0, shape_shares=(0.25, 0.5, 0.25)).objects[0].shape for _ in range(1000)]
+    assert 0.44 < shapes.count("square") / 1000 < 0.56
+    assert 0.19 < shapes.count("circle") / 1000 < 0.31 and 0.19 < shapes.count("triangle") / 1000 < 0.31
+    for wrong in ((0.5, 0.5), (0.5, 0.6, -0.1), (0.5, 0.5, 0.5)):
+        with pytest.raises(ValueError, match="shape_shares must be 3 shares \\(circle, square, triangle\\) summing to 1"):
+            sample_scene(rng, shape_shares=wrong)
+
 def test_clips_are_deterministic_per_seed_and_index_and_mix_sizes():
     clips = ShapesClips(seed=7)
     video, text, scene = clips.clip(3)

@@ -20,6 +20,7 @@ from model.train import (
     learning_rate,
     load_trained_vae,
     plot_loss,
+    pool_clip,
     spread_blocks,
     torch_generator,
     train_command,
@@ -392,6 +393,24 @@ def test_a_dit_run_resumes_only_with_the_data_settings_it_started_with(vae_run, 
     assert train_command(args) == 0
     assert json.loads((latest_checkpoint(out) / "state.json").read_text())["step"] == 4
 
+
+def test_a_dit_run_can_show_more_squares_and_resumes_only_so(vae_run, tmp_path):
+    assert {obj.shape for i in range(40) for obj in pool_clip(TINY, 3, i, (0, 1, 0))[0].objects} == {"square"}
+    assert len({obj.shape for i in range(40) for obj in pool_clip(TINY, 3, i)[0].objects}) == 3
+    out = tmp_path / "squares"
+    train_dit(TINY, vae_run, out, steps=4, seed=3, stop_after=2, shape_shares=(0, 1, 0), **DIT_ARGS)
+    assert json.loads((latest_checkpoint(out) / "state.json").read_text())["shape_shares"] == [0, 1, 0]
+    with pytest.raises(ValueError, match="was started with shape_shares=\\[0, 1, 0\\]"):
+        train_dit(TINY, vae_run, out, steps=4, seed=3, **DIT_ARGS)
+    command = ["train", "dit", "--preset", "tiny", "--vae", str(vae_run), "--out", str(out), "--steps", "4",
+               "--token-budget", "160", "--pool-size", "12", "--seed", "3"]
+    assert train_command(build_parser().parse_args([*command, "--shape-shares", "0,1,0"])) == 0
+    assert json.loads((latest_checkpoint(out) / "state.json").read_text())["step"] == 4
+    with pytest.raises(SystemExit, match="--shape-shares takes three numbers"):
+        train_command(build_parser().parse_args([*command, "--shape-shares", "0,most,0"]))
+    with pytest.raises(SystemExit, match="--shape-shares is for the dit stage on Shapes data"):
+        train_command(build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(tmp_path / "v"),
+                                                 "--steps", "1", "--shape-shares", "0,1,0"]))
 
 def test_a_dit_run_can_stop_after_some_steps_and_go_on_to_another_schedule(vae_run, tmp_path):
     out = tmp_path / "run"
