@@ -608,9 +608,12 @@ def _words_command(pipeline, args) -> int:
     """`reel eval --words`: the loss gap wrong words cost (model/probe.py), on --limit scenes (default 24)."""
     import sys
 
+    import torch
+
     from model.probe import (
         denoising_loss,
         probe_scenes,
+        scene_latent,
         sensitivity_table,
         word_sensitivity,
     )
@@ -621,11 +624,13 @@ def _words_command(pipeline, args) -> int:
         print(f"\r{done}/{total} scenes", end="", file=sys.stderr, flush=True)
 
     scenes = probe_scenes(args.limit or 24)
-    result = word_sensitivity(pipeline, scenes, progress=progress)
+    with torch.inference_mode():
+        latents = [scene_latent(pipeline, scene) for scene in scenes]
+    result = word_sensitivity(pipeline, scenes, progress=progress, latents=latents)
     print(file=sys.stderr)
     print(sensitivity_table(result))
     print("loss gap, wrong prompt minus true, and the share of scenes the true prompt wins")
-    loss = denoising_loss(pipeline, scenes)
+    loss = denoising_loss(pipeline, scenes, latents=latents)
     print("".join(f"{f't={t}':>10}" for t in loss))
     print("".join(f"{value:>10.3f}" for value in loss.values()))
     print(f"velocity loss with the true prompt, per timestep; {len(scenes)} scenes "

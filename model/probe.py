@@ -76,13 +76,13 @@ def velocity_losses(pipeline, latent: torch.Tensor, states, mask, t: float, scen
     return losses / NOISE_DRAWS
 
 
-def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
+def word_sensitivity(pipeline, scenes: list[Scene], progress=None, latents=None) -> dict:
     """Per attribute and timestep: the mean loss gap (wrong prompts minus the true one) and the share
-    of scenes where the true prompt has the lower loss."""
+    of scenes where the true prompt has the lower loss. `latents`: the scenes' scene_latent, if already made."""
     gaps = {(a, t): [] for a in ATTRIBUTES for t in TIMESTEPS}
     for n, scene in enumerate(scenes):
         with torch.inference_mode():
-            latent = scene_latent(pipeline, scene)
+            latent = scene_latent(pipeline, scene) if latents is None else latents[n]
             prompts = [probe_prompt(scene)]
             spans = {}
             for attribute in ATTRIBUTES:
@@ -105,13 +105,13 @@ def word_sensitivity(pipeline, scenes: list[Scene], progress=None) -> dict:
     }
 
 
-def denoising_loss(pipeline, scenes: list[Scene], timesteps=LOSS_TIMESTEPS) -> dict[str, float]:
+def denoising_loss(pipeline, scenes: list[Scene], timesteps=LOSS_TIMESTEPS, latents=None) -> dict[str, float]:
     """Per timestep: the mean velocity loss with the true prompt (the training loss, unweighted), which
-    shows where along the path a change of training moved the transformer."""
+    shows where along the path a change of training moved the transformer. `latents` as for word_sensitivity."""
     losses = {t: [] for t in timesteps}
     for n, scene in enumerate(scenes):
         with torch.inference_mode():
-            latent = scene_latent(pipeline, scene)
+            latent = scene_latent(pipeline, scene) if latents is None else latents[n]
             states, mask = pipeline.text.encode([probe_prompt(scene)])
             for t in timesteps:
                 losses[t].append(float(velocity_losses(pipeline, latent, states, mask, t, n)[0]))

@@ -412,15 +412,15 @@ def train_vae(
     start = 0
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
+        state = json.loads((checkpoint / "state.json").read_text())
+        # Checkpoints written before frame_weights was recorded drew frames with the default.
+        refuse_other_settings(out, {"frame_weights": list(VAE_FRAME_WEIGHTS), "denoised_by": None, **state}, data_settings)
         vae.load_state_dict(load_file(str(checkpoint / "model.safetensors")))
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         if discriminator is not None:
             discriminator.load_state_dict(load_file(str(checkpoint / "discriminator.safetensors")))
             discriminator_optimizer.load_state_dict(torch.load(checkpoint / "discriminator_optimizer.pt", weights_only=True))
-        state = json.loads((checkpoint / "state.json").read_text())
         start = state["step"]
-        # Checkpoints written before frame_weights was recorded drew frames with the default.
-        refuse_other_settings(out, {"frame_weights": list(VAE_FRAME_WEIGHTS), "denoised_by": None, **state}, data_settings)
         log(f"resuming from {checkpoint} at step {start}")
     truncate_log(out, start)
 

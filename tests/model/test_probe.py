@@ -10,7 +10,7 @@ from model.data import parse_prompt
 from model.data.shapes import render
 from model.flow import make_noise
 from model.probe import (ATTRIBUTES, CLIP, LOSS_TIMESTEPS, NOISE_DRAWS, TIMESTEPS, denoising_loss, probe_prompt,
-                         probe_scenes, word_sensitivity, wrong_prompts)
+                         probe_scenes, scene_latent, word_sensitivity, wrong_prompts)
 from model.train import video_to_tensor
 
 
@@ -75,6 +75,10 @@ def test_denoising_loss_is_the_velocity_loss_per_timestep():
     predicting = denoising_loss(untrained, scenes)
     assert len({round(value, 6) for value in predicting.values()}) == len(LOSS_TIMESTEPS)
     assert denoising_loss(untrained, scenes) == predicting  # the same noise every time
+    with torch.no_grad():
+        latents = [scene_latent(untrained, scene) for scene in scenes]
+    assert denoising_loss(untrained, scenes, latents=latents) == predicting  # latents made once serve both probes
+    assert word_sensitivity(untrained, scenes, latents=latents) == word_sensitivity(untrained, scenes)
 
 
 def test_reel_eval_words_prints_the_table_and_writes_the_gaps(tmp_path, capsys):
