@@ -277,11 +277,9 @@ def _sample_object(rng: np.random.Generator, background: str, exclude_heldout: b
                    jitter: float, shape_shares: tuple[float, ...] | None) -> ShapeObject:
     colors = [c for c in COLORS if (c, background) not in FORBIDDEN_ON_BACKGROUND and c != avoid_color]
     while True:
-        color = colors[rng.integers(len(colors))]
-        shape = SHAPES[rng.integers(len(SHAPES)) if shape_shares is None else rng.choice(len(SHAPES), p=shape_shares)]
         obj = ShapeObject(
-            color=color,
-            shape=shape,
+            color=colors[rng.integers(len(colors))],
+            shape=SHAPES[rng.integers(len(SHAPES)) if shape_shares is None else rng.choice(len(SHAPES), p=shape_shares)],
             size=tuple(SIZES)[rng.integers(len(SIZES))],
             motion=MOTIONS[rng.integers(len(MOTIONS))],
             jitter=float(rng.uniform(-jitter, jitter)),

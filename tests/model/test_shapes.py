@@ -189,6 +189,7 @@ def test_a_scene_can_draw_one_shape_more_often_than_the_others():
         with pytest.raises(ValueError, match="shape_shares must be 3 shares \\(circle, square, triangle\\) summing to 1"):
             sample_scene(rng, shape_shares=wrong)
 
+
 def test_clips_are_deterministic_per_seed_and_index_and_mix_sizes():
     clips = ShapesClips(seed=7)
     video, text, scene = clips.clip(3)

@@ -412,6 +412,7 @@ def test_a_dit_run_can_show_more_squares_and_resumes_only_so(vae_run, tmp_path):
         train_command(build_parser().parse_args(["train", "vae", "--preset", "tiny", "--out", str(tmp_path / "v"),
                                                  "--steps", "1", "--shape-shares", "0,1,0"]))
 
+
 def test_a_dit_run_can_stop_after_some_steps_and_go_on_to_another_schedule(vae_run, tmp_path):
     out = tmp_path / "run"
     cli = ["train", "dit", "--preset", "tiny", "--vae", str(vae_run), "--out", str(out), "--token-budget", "160",
